@@ -1,0 +1,187 @@
+"""Experiment configs: one frozen dataclass per experiment, three profiles, strict validation.
+
+`resolve(experiment, params, profile)` starts from the dataclass defaults (the paper's settings),
+applies the profile, then every parameter that is not None, and validates the result before any
+training starts. `config_hash` names the results folder; it covers every field that changes what
+is computed, plus the package version, so a code change that alters results never reuses old runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+
+from . import __version__
+from .data import OPERATORS, is_prime
+
+PROFILES = ("smoke", "quick", "paper")
+PAPER_SEEDS = (1, 42, 15213)
+# Fields that say where or how fast a run executes, not what it computes: outside the hash.
+NOT_HASHED = ("device", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class GrokConfig:
+    """E1 (SPEC §4): the decoder on modular arithmetic. Defaults are the paper's settings."""
+
+    p: int = 97  # modulus
+    op: str = "+"  # one of data.OPERATORS
+    train_frac: float = 0.5  # share of all equations used for training
+    split_seed: int = 0  # fixed shuffle of the equation list, independent of the training seeds
+    seeds: tuple = PAPER_SEEDS  # trained together as one batched model
+    steps: int = 100_000  # the authors' run_script (the paper text says 1e6, SPEC D3)
+    lr: float = 1e-4  # max lr after warm-up (SPEC D5)
+    weight_decay: float = 1.0  # AdamW, decoupled, on every parameter
+    betas: tuple = (0.9, 0.98)
+    warmup_steps: int = 10  # linear warm-up, then constant
+    batch_size: int = 512  # reshuffled every epoch; the last batch of an epoch is smaller
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 512
+    log_points: int = 160  # log-spaced logging steps (plus step 0 and the last step)
+    eval_batch: int = 1024  # rows per forward pass when computing metrics (small chunks stay in cache)
+    deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise repeats
+    checkpoint_every: int = 2000  # steps between resumable checkpoints
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    experiment: typing.ClassVar[str] = "grokking"
+
+
+PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
+    "grokking": {
+        # Every code path in seconds: a small modulus and model, a few hundred steps.
+        "smoke": dict(
+            p=23,
+            train_frac=0.5,
+            seeds=(1, 42),
+            steps=60,
+            lr=1e-3,
+            d_model=32,
+            n_heads=4,
+            d_ff=64,
+            batch_size=128,
+            log_points=12,
+            checkpoint_every=25,
+        ),
+        # lr 1e-3 groks in a few thousand steps on a 2-core CPU (SPEC §7, §10); 3 seeds batched.
+        "quick": dict(lr=1e-3, train_frac=0.4, steps=5000, log_points=120),
+        "paper": dict(deterministic=True),
+    },
+}
+
+CONFIGS = {GrokConfig.experiment: GrokConfig}
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _check_positive(cfg, *names, allow_zero=False):
+    for name in names:
+        v = getattr(cfg, name)
+        if not (v >= 0 if allow_zero else v > 0):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"{name} must be {bound}, got {v!r}")
+
+
+def _check_types(cfg) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        v, want = getattr(cfg, f.name), hints[f.name]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            continue
+        if want is int and isinstance(v, bool):
+            raise TypeError(f"{f.name} must be an int, got the bool {v!r}")
+        if not isinstance(v, want):
+            raise TypeError(f"{f.name} must be of type {want.__name__}, got {type(v).__name__} {v!r}")
+
+
+def validate(cfg) -> None:
+    _check_types(cfg)
+    if isinstance(cfg, GrokConfig):
+        _check_choice("op", cfg.op, list(OPERATORS))
+        if cfg.p < 2:
+            raise ValueError(f"p must be >= 2, got {cfg.p}")
+        if cfg.op == "/" and not is_prime(cfg.p):
+            raise ValueError(f"op '/' needs a prime p (modular inverses), got p={cfg.p}")
+        if not 0.0 < cfg.train_frac < 1.0:
+            raise ValueError(f"train_frac must lie in (0, 1), got {cfg.train_frac}")
+        _check_positive(
+            cfg,
+            "steps",
+            "lr",
+            "batch_size",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "d_ff",
+            "log_points",
+            "eval_batch",
+            "checkpoint_every",
+        )
+        _check_positive(cfg, "weight_decay", "warmup_steps", allow_zero=True)
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model={cfg.d_model} must be divisible by n_heads={cfg.n_heads}")
+        if not all(0.0 <= b < 1.0 for b in cfg.betas) or len(cfg.betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {list(cfg.seeds)}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in cfg.seeds):
+        raise ValueError(f"seeds must be non-negative integers, got {list(cfg.seeds)}")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ValueError(f"device={dev!r} is not valid; choose auto, cpu, cuda or cuda:N")
+
+
+def resolve(experiment: str, params: dict | None = None, profile: str = "quick"):
+    """The validated config of `experiment` under `profile`, with `params` (None = keep) applied."""
+    _check_choice("experiment", experiment, list(CONFIGS))
+    _check_choice("profile", profile, PROFILES)
+    cls = CONFIGS[experiment]
+    values = dict(PROFILE_OVERRIDES[experiment].get(profile, {}))
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k, v in (params or {}).items():
+        if v is None:
+            continue
+        if k == "seed":  # one seed is the common case on the command line: -p seed 3
+            k, v = "seeds", (v,)
+        if k not in names:
+            raise ValueError(f"unknown parameter {k!r} for {experiment}; valid: {', '.join(sorted(names))}")
+        values[k] = tuple(v) if isinstance(v, list) else v
+    cfg = cls(**values)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def from_dict(experiment: str, d: dict):
+    cls = CONFIGS[experiment]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+
+def hashed_dict(cfg) -> dict:
+    """The fields that decide what a run computes (what config.json stores and the hash covers)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
+
+
+def config_hash(cfg) -> str:
+    blob = json.dumps(
+        {"experiment": cfg.experiment, "version": __version__, "config": hashed_dict(cfg)}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def overrides(cfg, profile: str) -> dict:
+    """Fields where cfg differs from the plain profile (how a figure run departs from the default)."""
+    base = resolve(cfg.experiment, {}, profile)
+    return {k: v for k, v in to_dict(cfg).items() if to_dict(base)[k] != v and k not in NOT_HASHED}

@@ -1,0 +1,184 @@
+"""The E1 training loop: the GrokTransformer on modular arithmetic, all seeds batched.
+
+The step loop keeps the data on the device, draws batches by index and never synchronises with
+the host: the learning rate is set from Python numbers, and a non-finite loss is only *recorded*
+on the device (the first bad step) and checked at logging steps, where all metric work happens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .data import modular_arithmetic
+from .models import GrokTransformer, GrokTransformerConfig
+from .runtime import log_steps, pick_device
+
+
+class NonFiniteLoss(FloatingPointError):
+    def __init__(self, step: int, seeds, rows=()):
+        self.step, self.seeds, self.rows = step, list(seeds), list(rows)
+        super().__init__(
+            f"non-finite training loss at step {step} (seeds {self.seeds}); "
+            "metrics up to the last logged step are kept"
+        )
+
+
+def build(cfg, device):
+    data = modular_arithmetic(cfg.p, cfg.op, cfg.train_frac, cfg.split_seed)
+    mcfg = GrokTransformerConfig(
+        vocab_size=data.vocab_size,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+    )
+    model = GrokTransformer(seeds=cfg.seeds, config=mcfg).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, weight_decay=cfg.weight_decay
+    )
+    return data, model, opt
+
+
+@torch.no_grad()
+def forward_all(model, inputs, eval_batch):
+    """Logits and phi at positions 4 and 5 for every row of `inputs` (N, 6), chunked."""
+    S = model.n_seeds
+    outs = [model(x.expand(S, -1, -1)) for x in inputs.split(eval_batch)]
+    return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)  # (S,N,2,V), (S,N,2,D)
+
+
+@torch.no_grad()
+def evaluate(model, data, step, eval_batch) -> list[tuple]:
+    """All logged metrics at one step: loss/accuracy on both splits, the geometry on the train split.
+
+    phi and the faithful kappa use the "=" position (SPEC §2.2, recommended version); kappa_code is
+    the authors'-code variant (softmax of the product of both positions' logits, both phis; D6).
+    NCC and NC1-4 use the "=" position's features labelled by the answer (equal to the authors'
+    two-position NCC once their EOS class is dropped, D7).
+    """
+    rows = []
+    W_all = model.output_weight()
+    for split_name, split in (("train", data.train), ("val", data.val)):
+        logits, phi = forward_all(model, split.inputs, eval_batch)
+        tgt = split.targets  # (N, 2)
+        finite = torch.isfinite(logits).flatten(1).all(1).tolist()
+        if not all(finite):  # the last update already broke the weights; no metric is meaningful
+            raise NonFiniteLoss(step, [sd for sd, ok in zip(model.seeds, finite) if not ok])
+        for s, seed in enumerate(model.seeds):
+            z, f, W = logits[s], phi[s], W_all[s]
+            loss = F.cross_entropy(z.reshape(-1, z.shape[-1]).double(), tgt.reshape(-1))
+            acc = (z.argmax(-1) == tgt).all(-1).double().mean()
+            vals = {"loss": loss, "acc": acc, "kappa": M.relative_flatness(f[:, 0], z[:, 0], W)}
+            if split_name == "train":
+                y = tgt[:, 0]
+                stats = M.class_mean_stats(f[:, 0], y)
+                vals.update(
+                    kappa_exact=M.relative_flatness_exact(f[:, 0], z[:, 0], W),
+                    kappa_code=M.relative_flatness_grok_code(f[:, 0], f[:, 1], z[:, 0], z[:, 1], W),
+                    trace_h=M.hessian_trace_wrt_weight(f[:, 0], z[:, 0]),
+                    ncc=M.ncc(f[:, 0], y),
+                    nc1=M.nc1(f[:, 0], y),
+                    nc2=M.nc2(f[:, 0], y),
+                    nc3=M.nc3(f[:, 0], y, W),
+                    nc4=M.nc4(f[:, 0], y, z[:, 0]),
+                    mean_distance=stats["mean_distance"],
+                    mean_variance=stats["mean_variance"],
+                    w_norm=W.double().norm(),
+                )
+            values = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in vals.values()]).tolist()
+            rows += [(step, seed, split_name, k, v) for k, v in zip(vals, values)]
+    return rows
+
+
+def train(cfg, *, resume=None, checkpoint=None, progress=True):
+    """Train every seed of `cfg`; returns (rows, summary).
+
+    resume: a state from `checkpoint` to continue from (bitwise on CPU); checkpoint(state, rows) is
+    called every cfg.checkpoint_every steps at a logging step.
+    """
+    device = pick_device(cfg.device)
+    data, model, opt = build(cfg, device)
+    train_in, train_tgt = data.train.inputs.to(device), data.train.targets.to(device)
+    N, S, B = len(data.train), model.n_seeds, cfg.batch_size
+    gens = [torch.Generator().manual_seed(seed) for seed in cfg.seeds]
+    schedule = log_steps(cfg.steps, cfg.log_points)
+    rows, step, perm, pos, last_ckpt = [], 0, None, N, 0
+    first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        for g, st in zip(gens, resume["gens"]):
+            g.set_state(st)
+        rows, step, pos, last_ckpt = list(resume["rows"]), resume["step"], resume["pos"], resume["step"]
+        perm = resume["perm"].to(device)
+    start, t0 = step, time.perf_counter()
+    pending = [t for t in schedule if t >= step and not (resume is not None and t == step)]
+
+    def log(at):
+        nonlocal last_ckpt
+        bad = first_bad.tolist()
+        if any(b >= 0 for b in bad):
+            raise NonFiniteLoss(
+                min(b for b in bad if b >= 0), [sd for sd, b in zip(cfg.seeds, bad) if b >= 0], rows
+            )
+        model.eval()
+        try:
+            rows.extend(evaluate(model, data, at, cfg.eval_batch))
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(e.step, e.seeds, rows) from None
+        model.train()
+        if progress and (at in schedule[:: max(1, len(schedule) // 12)] or at == cfg.steps):
+            accs = {(r[1], r[2]): r[4] for r in rows if r[0] == at and r[3] == "acc"}
+            tr = " ".join(f"{accs[(sd, 'train')]:.2f}" for sd in cfg.seeds)
+            va = " ".join(f"{accs[(sd, 'val')]:.2f}" for sd in cfg.seeds)
+            print(
+                f"step {at:>7d}  {time.perf_counter() - t0:7.1f}s  train acc {tr}  val acc {va}", flush=True
+            )
+        if checkpoint is not None and at - last_ckpt >= cfg.checkpoint_every and at < cfg.steps:
+            checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "gens": [g.get_state() for g in gens],
+                    "rows": rows,
+                    "step": at,
+                    "pos": pos,
+                    "perm": perm.cpu(),
+                },
+                rows,
+            )
+            last_ckpt = at
+
+    model.train()
+    if pending and pending[0] == step:
+        log(pending.pop(0))
+    while step < cfg.steps:
+        if pos >= N:  # new epoch: every seed reshuffles with its own generator
+            perm = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)  # (S, N)
+            pos = 0
+        idx = perm[:, pos : pos + B]  # (S, b)
+        pos += B
+        for group in opt.param_groups:  # linear warm-up, then constant (SPEC §4 E1)
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        logits, _ = model(train_in[idx])  # (S, b, 2, V)
+        per_seed = F.cross_entropy(logits.flatten(0, 2), train_tgt[idx].flatten(), reduction="none")
+        per_seed = per_seed.view(S, -1).mean(1)  # (S,)
+        opt.zero_grad(set_to_none=True)
+        per_seed.sum().backward()  # a sum: each copy gets exactly its own gradient
+        opt.step()
+        step += 1
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(per_seed), step, first_bad)
+        if pending and pending[0] == step:
+            log(pending.pop(0))
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "device": str(device),
+        "seconds": round(elapsed, 2),
+        "steps_run": cfg.steps - start,
+        "ms_per_step": round(1000 * elapsed / max(1, cfg.steps - start), 3),
+    }
+    return rows, summary

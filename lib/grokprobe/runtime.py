@@ -1,0 +1,38 @@
+"""Where and how a run executes: device choice, determinism, thread count."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool):
+    """Bitwise-repeatable kernels inside the block (cuBLAS needs its workspace setting first)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def log_steps(total: int, n: int) -> list[int]:
+    """Step 0, about n log-spaced steps in [1, total], and the last step: dense enough to resolve
+    memorisation (tens to hundreds of steps) and the late transition (thousands) alike."""
+    import numpy as np
+
+    pts = np.unique(np.round(np.geomspace(1, total, max(n, 2))).astype(int))
+    return sorted({0, total, *(int(p) for p in pts if 1 <= p <= total)})
