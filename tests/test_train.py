@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from grokprobe import config, grokking, store, train
+from grokprobe import config, store, train
+from grokprobe.runtime import NonFiniteLoss
 
 TINY = dict(
     p=11,
@@ -87,7 +88,7 @@ def test_a_damaged_run_is_detected_and_recomputed(results):
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_metrics(results):
     cfg = tiny(lr=1e12, steps=60, warmup_steps=0)
-    with pytest.raises(grokking.NonFiniteLoss, match="step") as e:
+    with pytest.raises(NonFiniteLoss, match="step") as e:
         train.run(cfg, root=results, progress=False)
     folder = results / "grokking" / config.config_hash(cfg)
     assert (folder / "FAILED").exists() and not (folder / "DONE").exists()

@@ -11,6 +11,7 @@ import json
 import sys
 
 from . import analysis, paths, store
+from .theory import c4_neural_collapse_leads_to_flatness  # noqa: F401  C4 (SPEC §1.4, §6): from theory.sweep rows
 
 
 def c1_flatness_tracks_generalization(metrics) -> dict:

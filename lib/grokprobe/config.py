@@ -42,6 +42,15 @@ class GrokConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_ff: int = 512
+    penalty: str = "none"  # none | anti_flat | collapse_prevent | collapse_encourage (notebooks 02, 03)
+    lam: float = 0.0  # penalty strength
+    tau: float = 2.0  # anti_flat: softmax temperature inside R
+    normalize_features: bool = True  # anti_flat: phi / ||phi|| inside R
+    cap: float = 0.0  # Frobenius cap on the output layer after every step; 0 = none
+    unplug_at: int = 0  # step from which the penalty is off and the lr bump/wd/cosine apply; 0 = never
+    bump: float = 10.0  # lr multiplier at unplug
+    wd_after: float = 1.0  # weight decay after unplug
+    eta_min: float = 1e-5  # cosine floor after unplug
     log_points: int = 160  # log-spaced logging steps (plus step 0 and the last step)
     eval_batch: int = 1024  # rows per forward pass when computing metrics (small chunks stay in cache)
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise repeats
@@ -49,6 +58,63 @@ class GrokConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     experiment: typing.ClassVar[str] = "grokking"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """An image classifier trained with SGD and an optional penalty (E2/E3 and their stand-ins).
+
+    Defaults are the paper's ResNet-18 / CIFAR-10 settings (SPEC §4 E2, E3); subclasses set the
+    experiment's own penalty, lambda and length."""
+
+    task: str = "cifar10"  # digits (bundled, CPU) | cifar10 (local folder)
+    arch: str = "resnet18"  # cnn | mlp | resnet18 | resnet18_cifar
+    seeds: tuple = PAPER_SEEDS
+    epochs: int = 250
+    batch_size: int = 64
+    lr: float = 0.01  # SGD, constant unless unplugged
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    penalty: str = "none"  # none | anti_flat | collapse_prevent | collapse_encourage
+    lam: float = 0.0  # penalty strength
+    tau: float = 2.0  # anti_flat: softmax temperature inside R
+    normalize_features: bool = True  # anti_flat: phi / ||phi|| inside R
+    cap: float = 0.0  # Frobenius cap on the final layer after every step; 0 = none
+    unplug_at: int = 0  # epoch from which the penalty is off and the lr bump/wd/cosine apply; 0 = never
+    bump: float = 10.0  # lr multiplier at unplug
+    wd_after: float = 2e-4  # weight decay after unplug
+    eta_min: float = 1e-4  # cosine floor after unplug
+    augment: bool = False  # random crop + flip (CIFAR Fig 7 runs)
+    split_seed: int = 0  # digits: fixed train/val split
+    eval_batch: int = 1024
+    deterministic: bool = False
+    checkpoint_every: int = 10  # epochs
+    device: str = "auto"
+
+    experiment: typing.ClassVar[str] = "classifier"
+
+
+@dataclass(frozen=True)
+class AntiFlatConfig(ClassifierConfig):
+    """E3: anti-flatness regulariser, lambda 1e-2, tau 2, cap 50, unplug at 200 of 400 (SPEC §3.2)."""
+
+    epochs: int = 400
+    penalty: str = "anti_flat"
+    lam: float = 1e-2
+    cap: float = 50.0
+    unplug_at: int = 200
+
+    experiment: typing.ClassVar[str] = "anti_flat"
+
+
+@dataclass(frozen=True)
+class CollapseConfig(ClassifierConfig):
+    """E2: anti-collapse regulariser CE - lambda NCC, lambda 1e-3, 250 epochs (SPEC §3.1)."""
+
+    penalty: str = "collapse_prevent"
+    lam: float = 1e-3
+
+    experiment: typing.ClassVar[str] = "collapse"
 
 
 PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
@@ -71,9 +137,23 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
         "quick": dict(lr=1e-3, train_frac=0.4, steps=5000, log_points=120),
         "paper": dict(deterministic=True),
     },
+    # digits + small CNN on the CPU (SPEC §7); helpers of notebooks 02/03 tune these
+    "anti_flat": {
+        "smoke": dict(task="digits", arch="cnn", seeds=(1,), epochs=4, unplug_at=2, lam=1e-2, cap=30.0),
+        "quick": dict(task="digits", arch="cnn", epochs=60, unplug_at=30, cap=30.0),
+        "paper": dict(deterministic=True),
+    },
+    "collapse": {
+        "smoke": dict(task="digits", arch="cnn", seeds=(1,), epochs=3),
+        "quick": dict(task="digits", arch="cnn", epochs=40),
+        "paper": dict(deterministic=True),
+    },
 }
 
-CONFIGS = {GrokConfig.experiment: GrokConfig}
+CONFIGS = {c.experiment: c for c in (GrokConfig, AntiFlatConfig, CollapseConfig)}
+PENALTIES = ("none", "anti_flat", "collapse_prevent", "collapse_encourage")
+TASKS = ("digits", "cifar10")
+ARCHS = ("cnn", "mlp", "resnet18", "resnet18_cifar")
 
 
 def _check_choice(name, value, choices):
@@ -127,8 +207,27 @@ def validate(cfg) -> None:
         _check_positive(cfg, "weight_decay", "warmup_steps", allow_zero=True)
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"d_model={cfg.d_model} must be divisible by n_heads={cfg.n_heads}")
+        _check_choice("penalty", cfg.penalty, PENALTIES)
+        _check_positive(cfg, "tau", "bump")
+        _check_positive(cfg, "lam", "cap", "unplug_at", "wd_after", "eta_min", allow_zero=True)
+        if cfg.unplug_at and cfg.unplug_at >= cfg.steps:
+            raise ValueError(f"unplug_at={cfg.unplug_at} must be < steps={cfg.steps} (0 = never unplug)")
+        if cfg.penalty != "none" and cfg.lam == 0:
+            raise ValueError(f"penalty={cfg.penalty!r} needs lam > 0 (or penalty='none')")
         if not all(0.0 <= b < 1.0 for b in cfg.betas) or len(cfg.betas) != 2:
             raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    if isinstance(cfg, ClassifierConfig):
+        _check_choice("task", cfg.task, TASKS)
+        _check_choice("arch", cfg.arch, ARCHS)
+        _check_choice("penalty", cfg.penalty, PENALTIES)
+        _check_positive(cfg, "epochs", "batch_size", "lr", "tau", "bump", "eval_batch", "checkpoint_every")
+        _check_positive(
+            cfg, "momentum", "weight_decay", "lam", "cap", "unplug_at", "wd_after", "eta_min", allow_zero=True
+        )
+        if cfg.unplug_at and cfg.unplug_at >= cfg.epochs:
+            raise ValueError(f"unplug_at={cfg.unplug_at} must be < epochs={cfg.epochs} (0 = never unplug)")
+        if cfg.penalty != "none" and cfg.lam == 0:
+            raise ValueError(f"penalty={cfg.penalty!r} needs lam > 0 (or penalty='none')")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {list(cfg.seeds)}")
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in cfg.seeds):

@@ -125,3 +125,99 @@ def modular_arithmetic(
         return Split(at, bt, ct, tokens)
 
     return ModularArithmetic(p, op, split(order[:n_train]), split(order[n_train:]))
+
+
+# ----------------------------------------------------------------------------- image classification
+
+
+@dataclass
+class ImageData:
+    """Images as float tensors (N, C, H, W) and int64 labels, already normalised."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    num_classes: int
+
+    def to(self, device) -> ImageData:
+        return ImageData(
+            self.name,
+            *(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)),
+            self.num_classes,
+        )
+
+
+def digits(val_frac: float = 0.25, split_seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): the CPU stand-in for CIFAR-10.
+    Pixels 0..16 are scaled to [-1, 1], as Normalize(0.5, 0.5) does for CIFAR (SPEC §4 E2)."""
+    from sklearn.datasets import load_digits
+
+    if not 0.0 < val_frac < 1.0:
+        raise ValueError(f"val_frac must lie in (0, 1), got {val_frac}")
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0  # (N, 1, 8, 8)
+    y = torch.as_tensor(d.target, dtype=torch.long)
+    order = torch.as_tensor(np.random.RandomState(split_seed).permutation(len(y)))
+    n_val = round(val_frac * len(y))
+    val, train = order[:n_val], order[n_val:]
+    return ImageData("digits", x[train], y[train], x[val], y[val], 10)
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def cifar10(root=None, *, normalize: str = "half") -> ImageData:
+    """CIFAR-10 from the official python version, unpacked under `root` (default: data/).
+
+    normalize="half" is Normalize(0.5, 0.5) of E2/E3; "cifar" the per-channel statistics of the
+    augmentation runs (Fig 7). Nothing is downloaded: a missing folder is an error saying how to
+    get it.
+    """
+    import pickle
+    from pathlib import Path
+
+    from . import paths
+
+    folder = Path(root or paths.DATA) / CIFAR10_FOLDER
+    files = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found: looked for {folder} (missing {', '.join(missing)}). Expected the python "
+            f"version of CIFAR-10 unpacked there: download cifar-10-python.tar.gz from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html and run `tar xzf cifar-10-python.tar.gz -C {folder.parent}` "
+            f"(or set GROKPROBE_DATA to the folder that holds {CIFAR10_FOLDER}/)."
+        )
+
+    def load(paths_):
+        xs, ys = [], []
+        for p in paths_:
+            try:
+                with open(p, "rb") as f:
+                    batch = pickle.load(f, encoding="bytes")
+                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            except (KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
+                raise ValueError(f"{p} is not a CIFAR-10 python batch file: {type(e).__name__}: {e}") from e
+        x = torch.as_tensor(np.concatenate(xs), dtype=torch.float32) / 255.0
+        if normalize == "half":
+            x = (x - 0.5) / 0.5
+        else:
+            mean = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
+            std = torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
+            x = (x - mean) / std
+        return x, torch.as_tensor(np.concatenate(ys))
+
+    x_tr, y_tr = load(files[:5])
+    x_va, y_va = load(files[5:])
+    return ImageData("cifar10", x_tr, y_tr, x_va, y_va, 10)
+
+
+def image_data(task: str, *, split_seed: int = 0, data_dir=None, normalize: str = "half") -> ImageData:
+    if task == "digits":
+        return digits(split_seed=split_seed)
+    if task == "cifar10":
+        return cifar10(data_dir, normalize=normalize)
+    raise ValueError(f"unknown image task {task!r}; choose digits or cifar10")

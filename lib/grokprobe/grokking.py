@@ -15,16 +15,8 @@ import torch.nn.functional as F
 from . import metrics as M
 from .data import modular_arithmetic
 from .models import GrokTransformer, GrokTransformerConfig
-from .runtime import log_steps, pick_device
-
-
-class NonFiniteLoss(FloatingPointError):
-    def __init__(self, step: int, seeds, rows=()):
-        self.step, self.seeds, self.rows = step, list(seeds), list(rows)
-        super().__init__(
-            f"non-finite training loss at step {step} (seeds {self.seeds}); "
-            "metrics up to the last logged step are kept"
-        )
+from .regularizers import Unplug, frobenius_cap, penalty_term
+from .runtime import NonFiniteLoss, log_steps, pick_device
 
 
 def build(cfg, device):
@@ -52,7 +44,7 @@ def forward_all(model, inputs, eval_batch):
 
 
 @torch.no_grad()
-def evaluate(model, data, step, eval_batch) -> list[tuple]:
+def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[tuple]:
     """All logged metrics at one step: loss/accuracy on both splits, the geometry on the train split.
 
     phi and the faithful kappa use the "=" position (SPEC §2.2, recommended version); kappa_code is
@@ -89,6 +81,11 @@ def evaluate(model, data, step, eval_batch) -> list[tuple]:
                     mean_variance=stats["mean_variance"],
                     w_norm=W.double().norm(),
                 )
+                if cfg is not None and cfg.penalty != "none":  # the regulariser's own view (SPEC D14)
+                    vals["penalty_R"] = M.relative_flatness(
+                        f[:, 0], z[:, 0], W, tau=cfg.tau, normalize_features=cfg.normalize_features
+                    )
+                    vals["penalty_on"] = torch.tensor(float(penalty_on))
             values = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in vals.values()]).tolist()
             rows += [(step, seed, split_name, k, v) for k, v in zip(vals, values)]
     return rows
@@ -108,6 +105,13 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
     schedule = log_steps(cfg.steps, cfg.log_points)
     rows, step, perm, pos, last_ckpt = [], 0, None, N, 0
     first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
+    unplug = Unplug(
+        at=cfg.unplug_at, total=cfg.steps, bump=cfg.bump, wd_after=cfg.wd_after, eta_min=cfg.eta_min
+    )
+
+    def penalty_on(at):
+        return cfg.penalty != "none" and unplug.active(at)
+
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])
@@ -127,7 +131,7 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
             )
         model.eval()
         try:
-            rows.extend(evaluate(model, data, at, cfg.eval_batch))
+            rows.extend(evaluate(model, data, at, cfg.eval_batch, cfg, penalty_on(at)))
         except NonFiniteLoss as e:
             raise NonFiniteLoss(e.step, e.seeds, rows) from None
         model.train()
@@ -162,14 +166,34 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
             pos = 0
         idx = perm[:, pos : pos + B]  # (S, b)
         pos += B
-        for group in opt.param_groups:  # linear warm-up, then constant (SPEC §4 E1)
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        logits, _ = model(train_in[idx])  # (S, b, 2, V)
-        per_seed = F.cross_entropy(logits.flatten(0, 2), train_tgt[idx].flatten(), reduction="none")
+        # linear warm-up, then constant (SPEC §4 E1); after an unplug: bump, weight decay, cosine
+        warm = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        unplug.apply(opt, step, warm, cfg.weight_decay)
+        logits, phi = model(train_in[idx])  # (S, b, 2, V), (S, b, 2, D)
+        tgt = train_tgt[idx]  # (S, b, 2)
+        per_seed = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), reduction="none")
         per_seed = per_seed.view(S, -1).mean(1)  # (S,)
+        loss = per_seed.sum()  # a sum: each copy gets exactly its own gradient
+        if penalty_on(step):  # on the "=" position: phi, its logits and the answer as label
+            W = model.output_weight()
+            for s in range(S):
+                term, _ = penalty_term(
+                    cfg.penalty,
+                    lam=cfg.lam,
+                    features=phi[s, :, 0],
+                    logits=logits[s, :, 0],
+                    weight=W[s],
+                    labels=tgt[s, :, 0],
+                    tau=cfg.tau,
+                    normalize_features=cfg.normalize_features,
+                )
+                loss = loss + term
         opt.zero_grad(set_to_none=True)
-        per_seed.sum().backward()  # a sum: each copy gets exactly its own gradient
+        loss.backward()
         opt.step()
+        if cfg.cap > 0:
+            for s in range(S):
+                frobenius_cap(model.unembed.data[s], cfg.cap)
         step += 1
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(per_seed), step, first_bad)
         if pending and pending[0] == step:

@@ -8,6 +8,25 @@ import os
 import torch
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training produced a non-finite loss (or weights); `rows` holds the metrics logged before."""
+
+    def __init__(self, step: int, seeds, rows=(), unit: str = "step"):
+        self.step, self.seeds, self.rows = step, list(seeds), list(rows)
+        super().__init__(
+            f"non-finite training loss at {unit} {step} (seeds {self.seeds}); "
+            "metrics up to the last logged point are kept, the run is marked FAILED"
+        )
+
+
+def configure_threads() -> None:
+    """GROKPROBE_THREADS=n caps torch's CPU threads: with several processes on two cores, spin-waiting
+    OpenMP threads can make small models 10-20x slower than one thread each."""
+    n = os.environ.get("GROKPROBE_THREADS")
+    if n:
+        torch.set_num_threads(int(n))
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,11 +8,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import classify, grokking, store
 from . import config as C
-from . import grokking, store
-from .runtime import determinism
+from .runtime import NonFiniteLoss, configure_threads, determinism
 
-TRAINERS = {"grokking": grokking.train}
+TRAINERS = {"grokking": grokking.train, "anti_flat": classify.train, "collapse": classify.train}
 
 
 @dataclass
@@ -36,6 +36,7 @@ def load(cfg, root=None) -> Run:
 
 def run(cfg, *, recompute: bool = False, progress: bool = True, root=None) -> Run:
     C.validate(cfg)
+    configure_threads()
     folder = store.run_dir(cfg.experiment, C.config_hash(cfg), root)
     with store.locked(folder):
         if recompute:
@@ -75,7 +76,7 @@ def run(cfg, *, recompute: bool = False, progress: bool = True, root=None) -> Ru
                 rows, summary = TRAINERS[cfg.experiment](
                     cfg, resume=resume, checkpoint=checkpoint, progress=progress
                 )
-        except grokking.NonFiniteLoss as e:
+        except NonFiniteLoss as e:
             store.write_metrics(folder / "metrics.csv", e.rows)
             store.mark_failed(folder, str(e))
             raise
