@@ -16,7 +16,7 @@ from . import metrics as M
 from .data import modular_arithmetic
 from .models import GrokTransformer, GrokTransformerConfig
 from .regularizers import Unplug, frobenius_cap, penalty_term
-from .runtime import NonFiniteLoss, log_steps, pick_device
+from .runtime import NonFiniteLoss, log_steps, peak_memory_mb, pick_device
 
 
 def build(cfg, device):
@@ -120,16 +120,24 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         rows, step, pos, last_ckpt = list(resume["rows"]), resume["step"], resume["pos"], resume["step"]
         perm = resume["perm"].to(device)
     start, t0 = step, time.perf_counter()
+    prior_seconds = resume.get("seconds", 0.0) if resume is not None else 0.0
+    walls = list(resume.get("walls", [])) if resume is not None else []
     pending = [t for t in schedule if t >= step and not (resume is not None and t == step)]
 
+    log_seconds = 0.0
+
     def log(at):
-        nonlocal last_ckpt
+        nonlocal last_ckpt, log_seconds
+        t_log = time.perf_counter()
         bad = first_bad.tolist()
         if any(b >= 0 for b in bad):
             raise NonFiniteLoss(
                 min(b for b in bad if b >= 0), [sd for sd, b in zip(cfg.seeds, bad) if b >= 0], rows
             )
         model.eval()
+        # training wall time so far (logging excluded), for time-to-grok tables; kept out of
+        # metrics.csv so that identical configs keep identical metric files
+        walls.append([at, round(t_log - t0 - log_seconds + prior_seconds, 3)])
         try:
             rows.extend(evaluate(model, data, at, cfg.eval_batch, cfg, penalty_on(at)))
         except NonFiniteLoss as e:
@@ -150,12 +158,15 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
                     "gens": [g.get_state() for g in gens],
                     "rows": rows,
                     "step": at,
+                    "seconds": t_log - t0 - log_seconds + prior_seconds,
+                    "walls": walls,
                     "pos": pos,
                     "perm": perm.cpu(),
                 },
                 rows,
             )
             last_ckpt = at
+        log_seconds += time.perf_counter() - t_log
 
     model.train()
     if pending and pending[0] == step:
@@ -204,5 +215,9 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         "seconds": round(elapsed, 2),
         "steps_run": cfg.steps - start,
         "ms_per_step": round(1000 * elapsed / max(1, cfg.steps - start), 3),
+        "log_seconds": round(log_seconds, 2),  # metrics, progress and checkpoints at logging steps
+        "log_share": round(log_seconds / max(elapsed, 1e-9), 4),
+        "peak_memory_mb": peak_memory_mb(device),
+        "wall_at_step": walls,  # [step, seconds of training before it]
     }
     return rows, summary

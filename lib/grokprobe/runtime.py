@@ -55,3 +55,12 @@ def log_steps(total: int, n: int) -> list[int]:
 
     pts = np.unique(np.round(np.geomspace(1, total, max(n, 2))).astype(int))
     return sorted({0, total, *(int(p) for p in pts if 1 <= p <= total)})
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory of this process: allocated GPU memory on CUDA, resident set size on the CPU."""
+    if torch.device(device).type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

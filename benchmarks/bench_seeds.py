@@ -1,0 +1,56 @@
+"""Seed batching: S seeds trained as one batched model against S sequential single-seed runs of the
+same E1 config and length, interleaved in one process. On a CPU the model is already FLOP-bound, so
+expect little; on a GPU batching removes S-1 of every S kernel launches and Python steps."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved, parser, report  # noqa: E402
+
+from grokprobe import config, grokking  # noqa: E402
+
+
+def run(seeds, steps, p, device):
+    cfg = config.resolve(
+        "grokking",
+        dict(p=p, train_frac=0.5, steps=steps, seeds=list(seeds), lr=1e-3, log_points=2, device=device),
+        "quick",
+    )
+    return grokking.train(cfg, progress=False)
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    S, steps, p = (2, 5, 23) if args.quick else (args.seeds, args.steps, 97)
+    seeds = list(range(S))
+    sides = {
+        f"batched S={S}": lambda: run(seeds, steps, p, args.device),
+        f"sequential {S} x S=1": lambda: [run([s], steps, p, args.device) for s in seeds],
+    }
+    rounds = 1 if args.quick else args.rounds
+    totals = interleaved(sides, rounds)
+    work = {k: S * steps * rounds for k in sides}
+    names = list(sides)
+    report(
+        f"seed batching on {args.device}, p={p}, {steps} steps",
+        totals,
+        work,
+        "seed-steps/s",
+        names[0],
+        names[1],
+    )
+
+
+if __name__ == "__main__":
+    main()
