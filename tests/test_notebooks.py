@@ -103,3 +103,12 @@ def test_plain_papermill_with_a_typo_fails_naming_it(tmp_path):
             kernel_name="python3",
         )
     assert "ParameterError" in str(e.value) and "sede" in str(e.value)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_sees_every_declared_parameter(nb):
+    """`papermill --help-notebook` must list them all: annotate as `name: "Optional[int]" = None`
+    (papermill cannot read `int | None`) and keep '=' out of the comments."""
+    papermill = pytest.importorskip("papermill")
+    inferred = papermill.inspect_notebook(str(nb))
+    assert set(inferred) == set(notebook.declared(nb.stem))

@@ -39,6 +39,13 @@ class ParameterError(ValueError):
 
 
 def _annotation_types(node) -> tuple:
+    """Allowed types of an annotation: int, float, str, bool, list, dict, None, X | Y, Optional[X],
+    or any of these as a string. Write `seed: "Optional[int]" = None`: papermill's own parameter
+    inference (papermill --help-notebook) reads quoted Optional[...] but not `int | None`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return _annotation_types(ast.parse(node.value, mode="eval").body)
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "Optional":
+        return _annotation_types(node.slice) + (type(None),)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _annotation_types(node.left) + _annotation_types(node.right)
     if isinstance(node, ast.Constant) and node.value is None:
