@@ -20,6 +20,23 @@ from .data import image_data
 from .regularizers import Unplug, frobenius_cap, penalty_term
 from .runtime import NonFiniteLoss, pick_device
 
+ANGLE_QUANTILES = {
+    "angle_min": 0.0,
+    "angle_q25": 0.25,
+    "angle_median": 0.5,
+    "angle_q75": 0.75,
+    "angle_max": 1.0,
+}
+
+
+def angle_quantiles(angles):
+    """Quantiles of the pairwise class-mean angles (degrees): the distribution Fig 3 draws against
+    the simplex ETF angle, kept per logged epoch because the model itself is not stored."""
+    q = torch.quantile(
+        angles, torch.tensor(list(ANGLE_QUANTILES.values()), dtype=angles.dtype, device=angles.device)
+    )
+    return dict(zip(ANGLE_QUANTILES, q))
+
 
 @torch.no_grad()
 def forward_all(model, x, eval_batch):
@@ -45,7 +62,7 @@ def evaluate(model, data, cfg, *, epoch, seed, penalty_on) -> list[tuple]:
             stats = M.class_mean_stats(f, y)
             etf = M.simplex_etf_angle(data.num_classes)
             angles = M.class_mean_angles(f, y)
-            off = ~torch.eye(len(angles), dtype=torch.bool)
+            off = ~torch.eye(len(angles), dtype=torch.bool, device=angles.device)
             vals.update(
                 kappa_exact=M.relative_flatness_exact(f, z, W),
                 penalty_R=M.relative_flatness(
@@ -59,6 +76,7 @@ def evaluate(model, data, cfg, *, epoch, seed, penalty_on) -> list[tuple]:
                 mean_distance=stats["mean_distance"],
                 mean_variance=stats["mean_variance"],
                 angle_dev=(angles[off] - etf).abs().mean(),  # mean |angle - simplex ETF angle| (Fig 3)
+                **angle_quantiles(angles[off]),
                 w_norm=W.double().norm(),
                 penalty_on=torch.tensor(float(penalty_on)),
             )
@@ -116,7 +134,8 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         model.train()
         while epoch < cfg.epochs:
             unplug.apply(opt, epoch, cfg.lr, cfg.weight_decay)
-            on = cfg.penalty != "none" and unplug.active(epoch)
+            # keep_penalty (AntiFlatConfig): the SPEC D13 ablation, bump/wd/cosine with the penalty still on
+            on = cfg.penalty != "none" and (unplug.active(epoch) or getattr(cfg, "keep_penalty", False))
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, ce, penalty
             bad = torch.zeros((), dtype=torch.bool, device=device)
             perm = torch.randperm(N, generator=g).to(device)

@@ -103,6 +103,9 @@ class AntiFlatConfig(ClassifierConfig):
     lam: float = 1e-2
     cap: float = 50.0
     unplug_at: int = 200
+    # True: at unplug_at only the lr bump, weight decay and cosine start, the penalty stays on
+    # (the ablation SPEC D13 asks for; the paper has no such run)
+    keep_penalty: bool = False
 
     experiment: typing.ClassVar[str] = "anti_flat"
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics as M
+from .classify import angle_quantiles
 from .data import modular_arithmetic
 from .models import GrokTransformer, GrokTransformerConfig
 from .regularizers import Unplug, frobenius_cap, penalty_term
@@ -68,6 +69,9 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
             if split_name == "train":
                 y = tgt[:, 0]
                 stats = M.class_mean_stats(f[:, 0], y)
+                angles = M.class_mean_angles(f[:, 0], y)
+                off = ~torch.eye(len(angles), dtype=torch.bool, device=angles.device)
+                etf = M.simplex_etf_angle(len(angles))  # over the answer classes present
                 vals.update(
                     kappa_exact=M.relative_flatness_exact(f[:, 0], z[:, 0], W),
                     kappa_code=M.relative_flatness_grok_code(f[:, 0], f[:, 1], z[:, 0], z[:, 1], W),
@@ -79,6 +83,8 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
                     nc4=M.nc4(f[:, 0], y, z[:, 0]),
                     mean_distance=stats["mean_distance"],
                     mean_variance=stats["mean_variance"],
+                    angle_dev=(angles[off] - etf).abs().mean(),  # Fig 3, as classify.evaluate
+                    **angle_quantiles(angles[off]),
                     w_norm=W.double().norm(),
                 )
                 if cfg is not None and cfg.penalty != "none":  # the regulariser's own view (SPEC D14)
