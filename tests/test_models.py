@@ -67,3 +67,18 @@ def test_data_fits_the_model():
     logits, _ = m(d.train.inputs[None, :10])
     loss = F.cross_entropy(logits.reshape(-1, d.vocab_size), d.train.targets[:10].reshape(-1))
     assert torch.isfinite(loss)
+
+
+def test_shared_prefix_forward_equals_the_plain_forward_values_and_gradients():
+    d = modular_arithmetic(p=13)
+    cfg = GrokTransformerConfig(vocab_size=d.vocab_size, d_model=16, n_heads=4, d_ff=32)
+    m = GrokTransformer(seeds=[3, 4], config=cfg).double()
+    idx = torch.stack([torch.randperm(len(d.train))[:20] for _ in range(2)])  # each copy its own batch
+    plain, phi_plain = m(d.train.inputs[idx])
+    shared, phi_shared = m.forward_prefixed(d.prefixes, d.train.prefix_index[idx], d.train.suffix[idx])
+    torch.testing.assert_close(shared, plain)
+    torch.testing.assert_close(phi_shared, phi_plain)
+    grads = torch.autograd.grad(shared.square().sum(), list(m.parameters()))
+    ref = torch.autograd.grad(plain.square().sum(), list(m.parameters()))
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r)

@@ -65,6 +65,14 @@ class Split:
     def targets(self) -> torch.Tensor:  # (N, 2): what positions 4 ("=") and 5 (c) must predict
         return self.tokens[:, 5:7]
 
+    @property
+    def suffix(self) -> torch.Tensor:  # (N, 3): b = c, the part after the shared prefix "EOS a op"
+        return self.tokens[:, 3:6]
+
+    @property
+    def prefix_index(self) -> torch.Tensor:  # (N,): row of ModularArithmetic.prefixes this row starts with
+        return self.a
+
     def to(self, device) -> Split:
         return Split(*(t.to(device) for t in (self.a, self.b, self.answer, self.tokens)))
 
@@ -82,6 +90,14 @@ class ModularArithmetic:
 
     def answer_token(self, answer: torch.Tensor) -> torch.Tensor:
         return answer + NUMBER_OFFSET
+
+    @property
+    def prefixes(self) -> torch.Tensor:
+        """(p, 3): every distinct prefix "EOS a op"; a causal model's output there depends on a alone."""
+        a = torch.arange(self.p)
+        return torch.stack(
+            [torch.full_like(a, EOS), a + NUMBER_OFFSET, torch.full_like(a, OPERATOR_TOKEN[self.op])], 1
+        )
 
 
 def modular_arithmetic(

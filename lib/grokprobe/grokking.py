@@ -37,10 +37,14 @@ def build(cfg, device):
 
 
 @torch.no_grad()
-def forward_all(model, inputs, eval_batch):
-    """Logits and phi at positions 4 and 5 for every row of `inputs` (N, 6), chunked."""
+def forward_all(model, data, split, eval_batch):
+    """Logits and phi at positions 4 and 5 for every row of a split, in chunks of eval_batch rows."""
     S = model.n_seeds
-    outs = [model(x.expand(S, -1, -1)) for x in inputs.split(eval_batch)]
+    prefixes = data.prefixes.to(split.tokens.device)
+    outs = [
+        model.forward_prefixed(prefixes, i.expand(S, -1), s.expand(S, -1, -1))
+        for i, s in zip(split.prefix_index.split(eval_batch), split.suffix.split(eval_batch))
+    ]
     return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)  # (S,N,2,V), (S,N,2,D)
 
 
@@ -56,7 +60,7 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
     rows = []
     W_all = model.output_weight()
     for split_name, split in (("train", data.train), ("val", data.val)):
-        logits, phi = forward_all(model, split.inputs, eval_batch)
+        logits, phi = forward_all(model, data, split, eval_batch)
         tgt = split.targets  # (N, 2)
         finite = torch.isfinite(logits).flatten(1).all(1).tolist()
         if not all(finite):  # the last update already broke the weights; no metric is meaningful
@@ -105,7 +109,10 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
     """
     device = pick_device(cfg.device)
     data, model, opt = build(cfg, device)
-    train_in, train_tgt = data.train.inputs.to(device), data.train.targets.to(device)
+    # "EOS a op" is shared by every equation with the same a: computed once per a (forward_prefixed)
+    data = type(data)(data.p, data.op, data.train.to(device), data.val.to(device))
+    prefixes, train_a, train_suffix = data.prefixes.to(device), data.train.prefix_index, data.train.suffix
+    train_tgt = data.train.targets
     N, S, B = len(data.train), model.n_seeds, cfg.batch_size
     gens = [torch.Generator().manual_seed(seed) for seed in cfg.seeds]
     schedule = log_steps(cfg.steps, cfg.log_points)
@@ -186,7 +193,9 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         # linear warm-up, then constant (SPEC §4 E1); after an unplug: bump, weight decay, cosine
         warm = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         unplug.apply(opt, step, warm, cfg.weight_decay)
-        logits, phi = model(train_in[idx])  # (S, b, 2, V), (S, b, 2, D)
+        logits, phi = model.forward_prefixed(
+            prefixes, train_a[idx], train_suffix[idx]
+        )  # (S,b,2,V), (S,b,2,D)
         tgt = train_tgt[idx]  # (S, b, 2)
         per_seed = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), reduction="none")
         per_seed = per_seed.view(S, -1).mean(1)  # (S,)
