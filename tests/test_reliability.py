@@ -77,3 +77,32 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert store.Metrics.read(target).rows == [(0, 1, "train", "acc", 0.5)]  # the old file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temp file left behind
+
+
+def test_killed_classifier_run_resumes_and_matches_uninterrupted(results):
+    """The epoch loop of notebooks 02-04 (digits CNN) resumes bitwise after SIGKILL as well."""
+    import os
+    import signal
+    import time
+
+    kw = dict(task="digits", arch="mlp", seeds=[1, 2], epochs=6, checkpoint_every=1, device="cpu")
+    reference = train.run(config.resolve("anti_flat", kw, "smoke"), root=results / "ref", progress=False)
+    root = results / "killed"
+    script = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from grokprobe import config, train\n"
+        f"train.run(config.resolve('anti_flat', {kw!r}, 'smoke'), root={str(root)!r}, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    folder = root / "anti_flat" / config.config_hash(reference.config)
+    deadline = time.time() + 120
+    while not (folder / "checkpoint.pt").exists():
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not store.is_done(folder)
+    resumed = train.run(config.resolve("anti_flat", kw, "smoke"), root=root, progress=False)
+    assert resumed.summary["epochs_run"] < 12  # it resumed instead of starting over
+    assert resumed.metrics.rows == reference.metrics.rows
