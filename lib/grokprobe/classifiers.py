@@ -100,11 +100,16 @@ class ResNet18(nn.Module):
         return self.classifier(phi), phi
 
 
-ARCHS = ("cnn", "mlp", "resnet18", "resnet18_cifar")
+# vit, gpt_rows, vit_tiny_patch16_224: transformers of architectures.py (notebook 04)
+ARCHS = ("cnn", "mlp", "resnet18", "resnet18_cifar", "vit", "gpt_rows", "vit_tiny_patch16_224")
 
 
 def build_classifier(arch: str, *, in_shape, num_classes: int) -> nn.Module:
     c, h, w = in_shape
+    if arch in ("vit", "gpt_rows", "vit_tiny_patch16_224"):
+        from . import architectures  # lazy: keeps this module free of the transformer code
+
+        return architectures.build(arch, in_shape=in_shape, num_classes=num_classes)
     if arch == "cnn":
         return SmallCNN(in_channels=c, num_classes=num_classes)
     if arch == "mlp":

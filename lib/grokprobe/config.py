@@ -157,7 +157,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
 CONFIGS = {c.experiment: c for c in (GrokConfig, AntiFlatConfig, CollapseConfig)}
 PENALTIES = ("none", "anti_flat", "collapse_prevent", "collapse_encourage")
 TASKS = ("digits", "cifar10")
-ARCHS = ("cnn", "mlp", "resnet18", "resnet18_cifar")
+ARCHS = ("cnn", "mlp", "resnet18", "resnet18_cifar", "vit", "gpt_rows", "vit_tiny_patch16_224")
 
 
 def _check_choice(name, value, choices):
