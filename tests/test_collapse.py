@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from grokprobe import classify, collapse, config, paths, plots_collapse, regularizers, store, train
+from grokprobe import analysis, classify, collapse, config, paths, plots_collapse, regularizers, store, train
 from grokprobe.data import ImageData
 from grokprobe.metrics import simplex_etf_angle
 
@@ -201,7 +201,17 @@ def test_c2_is_inconclusive_when_ncc_does_not_move_or_a_seed_diverges():
     bad = {"baseline": base, "prevent": fake_outcome("prevent", 1.0, finals(0.9, 2.0), (1, 2), {3: 4})}
     r = collapse.c2_collapse_not_necessary(bad, profile="quick")
     assert r["verdict"] == "inconclusive" and r["per_direction"][0]["diverged"] == [3]
-    assert {"condition": "prevent", "seed": 3, "diverged_at": 4} in r["per_seed"]
+    row = next(x for x in r["per_seed"] if x["seed"] == 3 and x["condition"] == "prevent")
+    assert (row["condition"], row["diverged_at"], row["val_acc"]) == ("prevent", 4, None)
+    assert analysis.format_table(r["per_seed"]) and analysis.format_table(r["per_direction"])
+    # a seed that no longer fits its training set: the penalty broke training, not generalization
+    unfit = {("val", "acc"): [0.97, 0.0, 0.96], ("train", "acc"): [1.0, 0.0, 0.99], ("train", "ncc"): 3.0}
+    unfit[("train", "kappa")] = 1.0
+    r = collapse.c2_collapse_not_necessary(
+        {"baseline": base, "prevent": fake_outcome("prevent", 1e-3, unfit)}, profile="quick"
+    )
+    assert r["verdict"] == "inconclusive" and r["per_direction"][0]["outcome"] == "training failed"
+    assert r["per_direction"][0]["unfit_seeds"] == [2]
 
 
 def sweep_row(direction, lam, ratio=None, train=100.0, status="ok", at=None):
