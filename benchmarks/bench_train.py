@@ -96,13 +96,19 @@ def ours_run(steps: int, p: int, frac: float, batch: int, log_points: int):
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument(
+        "--log-points",
+        type=int,
+        default=0,
+        help="grokprobe's logging points (0: the quick profile's density per decade of steps)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     p, steps = (23, 20) if args.quick else (97, args.steps)
     # our default quick-profile schedule logs ~60 points over thousands of steps; over a short
     # benchmark we log at the same density (points per decade), so logging is charged fairly
-    log_points = max(4, round(60 * (torch.tensor(float(steps)).log10() / 3.7).item()))
+    log_points = args.log_points or max(4, round(60 * (torch.tensor(float(steps)).log10() / 3.7).item()))
     sides = {
         "grokprobe": lambda: ours_run(steps, p, 0.5, 512, log_points),
         "typical loop": lambda: naive_run(steps, p, 0.5, 512),
