@@ -4,23 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_GROKKING
 
 from grokprobe import config, data, store, train
 
-TINY = dict(
-    p=11,
-    train_frac=0.6,
-    seeds=[1, 2],
-    steps=30,
-    lr=3e-3,
-    d_model=16,
-    n_heads=2,
-    d_ff=32,
-    batch_size=16,
-    log_points=6,
-    checkpoint_every=10,
-    device="cpu",
-)
+TINY = {**TINY_GROKKING, "steps": 30, "log_points": 6}
 
 
 def test_deterministic_switch_repeats_bitwise(results):

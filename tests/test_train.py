@@ -6,24 +6,12 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_GROKKING
 
 from grokprobe import config, store, train
 from grokprobe.runtime import NonFiniteLoss
 
-TINY = dict(
-    p=11,
-    train_frac=0.6,
-    seeds=[1, 2],
-    steps=40,
-    lr=3e-3,
-    d_model=16,
-    n_heads=2,
-    d_ff=32,
-    batch_size=16,
-    log_points=8,
-    checkpoint_every=10,
-    device="cpu",
-)
+TINY = TINY_GROKKING
 
 
 def tiny(**kw):
