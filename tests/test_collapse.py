@@ -173,6 +173,15 @@ def finals(acc, ncc):
     return {("val", "acc"): acc, ("train", "acc"): 1.0, ("train", "ncc"): ncc, ("train", "kappa"): 1.0}
 
 
+def test_final_is_the_mean_over_the_last_tenth_of_training():
+    epochs = store.Metrics([(e, 1, "val", "acc", float(e)) for e in range(41)])
+    assert collapse.final(epochs, "acc", "val", 1) == 38.0  # epochs 36..40
+    log_steps = [0, 1, 10, 100, 1000, 3475, 4000]
+    grok = store.Metrics([(t, 7, "val", "acc", float(t)) for t in log_steps])
+    assert collapse.final(grok, "acc", "val", 7) == 4000.0  # 3475 is before the last 10%
+    np.testing.assert_array_equal(collapse.final(grok, "acc", "val"), [4000.0])
+
+
 def test_c2_holds_when_ncc_moves_and_accuracy_stays():
     out = {
         "baseline": fake_outcome("baseline", 0, finals([0.97, 0.98, 0.975], 0.2)),

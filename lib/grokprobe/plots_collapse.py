@@ -66,17 +66,18 @@ def accuracy_flatness_ncc(outcomes, *, logx=False, title=""):
         _band(axes[2], o.metrics, "kappa", "train", color=c, label=_label(o), logx=logx)
         _band(axes[3], o.metrics, "ncc", "train", color=c, label=_label(o), logx=logx)
     axes[0].set(ylabel="accuracy (%)", title="(a) accuracy: validation (solid), train (dashed)")
-    axes[1].set(ylabel="validation accuracy (%)", title="(b) validation accuracy, second half")
+    axes[1].set(ylabel="validation accuracy (%)", title="(b) validation accuracy, second half of training")
     axes[2].set(ylabel="κ (τ = 1, raw φ)", yscale="log", title="(c) relative flatness κ (train)")
     axes[3].set(ylabel="NCC", yscale="log", title="(d) neural-collapse clustering NCC (train)")
-    for ax in axes:
-        _axis(ax, logx)
+    for i, ax in enumerate(axes):
+        _axis(ax, logx and i != 1)  # the zoom is linear: on a log axis its range has no labels
+    axes[1].set_xlabel("training step" if logx else "epoch")
     finished = _finished(outcomes)
-    if finished:
+    if finished:  # zoom on the second half of training (in steps, also on a log axis)
         steps = finished[0].metrics.series("acc", "val")[0]
-        half = steps[len(steps) // 2]
-        lo = min(100 * o.metrics.series("acc", "val")[1][:, len(steps) // 2 :].min() for o in finished)
-        axes[1].set_xlim(max(half, 1) if logx else half, max(steps[-1], 1))
+        late = steps >= steps[-1] / 2
+        lo = min(100 * o.metrics.series("acc", "val")[1][:, late].min() for o in finished)
+        axes[1].set_xlim(steps[late][0], steps[-1])
         axes[1].set_ylim(max(lo - 1, 0), 100.5)
     axes[0].legend(loc="lower right")
     fig.suptitle(title or "Preventing or encouraging collapse moves NCC; does it move accuracy?", y=1.02)
