@@ -67,7 +67,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temp file left behind
 
 
-def test_killed_classifier_run_resumes_and_matches_uninterrupted(results):
+def test_killed_classifier_run_resumes_and_matches_uninterrupted(results, capsys):
     """The epoch loop of notebooks 02-04 (digits CNN) resumes bitwise after SIGKILL as well."""
     import os
     import signal
@@ -91,6 +91,8 @@ def test_killed_classifier_run_resumes_and_matches_uninterrupted(results):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not store.is_done(folder)
-    resumed = train.run(config.resolve("anti_flat", kw, "smoke"), root=root, progress=False)
+    capsys.readouterr()
+    resumed = train.run(config.resolve("anti_flat", kw, "smoke"), root=root, progress=True)
+    assert "resuming" in capsys.readouterr().out  # and says where from (epoch loops have no 'step')
     assert resumed.summary["epochs_run"] < 12  # it resumed instead of starting over
     assert resumed.metrics.rows == reference.metrics.rows

@@ -10,6 +10,11 @@ are averages over each epoch's training passes, taken before each step's update,
 logged them (SPEC D17); validation metrics come from a pass over the validation set after every
 epoch. Each (condition, seed) is one stored run under results/arch_paper/<config hash>/; the outcomes
 are anti_flat.Outcome, so anti_flat.condition_table and the C3 function read them like digits runs.
+
+Every `checkpoint_every` epochs the run folder gets metrics.csv and checkpoint.pt (model, optimizer,
+shuffling generator, torch RNG, rows so far), written atomically by the store as train.run does for
+the other loops; run_one resumes from it, bitwise on the CPU, and an unreadable checkpoint is reported
+(a warning) and training starts over.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import typing
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +62,7 @@ class PaperArchConfig:
     bump: float = 5.0  # lr x bump at the unplug
     wd_after: float = 2e-4
     eta_min: float = 1e-4
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (outside the hash, as device)
     device: str = "auto"
 
     experiment: typing.ClassVar[str] = "arch_paper"
@@ -65,11 +72,27 @@ PAPER_SETTINGS = {
     "vit_tiny_patch16_224": dict(task="imagenet100"),
     # Table 1; paper wd_after 2e-4 (the code's is 3e-4, SPEC D12)
     "tinybert": dict(
-        task="sst5", batch_size=32, lr=1e-3, lam=0.3, cap=30.0, bump=3.0, wd_after=2e-4, eta_min=1e-4
+        task="sst5",
+        batch_size=32,
+        lr=1e-3,
+        lam=0.3,
+        cap=30.0,
+        bump=3.0,
+        wd_after=2e-4,
+        eta_min=1e-4,
+        checkpoint_every=10,  # SST-5 epochs take seconds: checkpoint less often than ImageNet's
     ),
     # Table 1; the paper's lr after unplug 5e-3 = x5 (the run_script's x2 gives 2e-3, SPEC D12)
     "distilgpt2": dict(
-        task="sst5", batch_size=64, lr=1e-3, lam=0.03, cap=30.0, bump=5.0, wd_after=1e-4, eta_min=5e-5
+        task="sst5",
+        batch_size=64,
+        lr=1e-3,
+        lam=0.03,
+        cap=30.0,
+        bump=5.0,
+        wd_after=1e-4,
+        eta_min=5e-5,
+        checkpoint_every=10,  # about 0.7 GB of weights and momentum per checkpoint
     ),
 }
 ARCHS = tuple(PAPER_SETTINGS)
@@ -99,6 +122,10 @@ def resolve(arch: str, condition: str, *, params: dict | None = None, profile: s
     cfg = PaperArchConfig(arch=arch, **{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
     if cfg.unplug_at and cfg.unplug_at >= cfg.epochs:
         raise ValueError(f"unplug_at={cfg.unplug_at} must be < epochs={cfg.epochs} (0 = never unplug)")
+    if isinstance(cfg.checkpoint_every, bool) or not isinstance(cfg.checkpoint_every, int):
+        raise ValueError(f"checkpoint_every must be an int (epochs), got {cfg.checkpoint_every!r}")
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={cfg.checkpoint_every} must be >= 1 (epochs)")
     return cfg
 
 
@@ -148,18 +175,81 @@ def _validate(model, loader, device):
     }
 
 
-def train(cfg, *, build, data, collate=None, num_workers: int = 0, progress=True):
+CHECKPOINT = "checkpoint.pt"
+STATE_KEYS = ("seed_index", "seed", "epoch", "model", "opt", "gen", "torch_rng", "rows")
+
+
+def _state(si, seed, epoch, model, opt, g, device, rows) -> dict:
+    """Everything a resumed seed needs to continue bitwise: weights, SGD momentum, the shuffling
+    generator (the DataLoader draws each epoch's order and worker seed from it), torch's RNG."""
+    state = {
+        "seed_index": si,
+        "seed": seed,
+        "epoch": epoch,  # epochs done; the next one to run is `epoch` (0-based)
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "gen": g.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "rows": rows,
+    }
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore(state, model, opt, g, device) -> None:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    g.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def check_resume(state, cfg) -> dict:
+    """state, if it is a checkpoint that train can continue cfg from; StoreError otherwise."""
+    if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise store.StoreError(f"not a paper_scale checkpoint (keys {got}, expected {list(STATE_KEYS)})")
+    si, epoch = state["seed_index"], state["epoch"]
+    if not (isinstance(si, int) and 0 <= si < len(cfg.seeds) and cfg.seeds[si] == state["seed"]):
+        raise store.StoreError(
+            f"checkpoint seed {state['seed']!r} (index {si!r}) is not in seeds {cfg.seeds}"
+        )
+    if not (isinstance(epoch, int) and 0 < epoch < cfg.epochs):
+        raise store.StoreError(f"checkpoint epoch {epoch!r} is outside 1..{cfg.epochs - 1}")
+    return state
+
+
+def train(
+    cfg,
+    *,
+    build,
+    data,
+    collate=None,
+    num_workers: int = 0,
+    progress=True,
+    resume: dict | None = None,
+    checkpoint=None,
+):
     """Train every seed of cfg in turn on streamed batches; returns (rows, summary). Epoch 0 holds
-    the initial model's validation metrics."""
+    the initial model's validation metrics.
+
+    resume: a state that `checkpoint` was given, to continue from (bitwise on the CPU);
+    checkpoint(state, rows) is called after every cfg.checkpoint_every-th epoch but a seed's last.
+    """
     device = pick_device(cfg.device)
     unplug = Unplug(
         at=cfg.unplug_at, total=cfg.epochs, bump=cfg.bump, wd_after=cfg.wd_after, eta_min=cfg.eta_min
     )
-    rows, t0 = [], time.perf_counter()
+    rows, t0, epochs_run, start_seed = [], time.perf_counter(), 0, 0
+    if resume is not None:
+        rows, start_seed = list(resume["rows"]), resume["seed_index"]
     val_loader = torch.utils.data.DataLoader(
         data["val"], batch_size=cfg.batch_size, collate_fn=collate, num_workers=num_workers
     )
-    for seed in cfg.seeds:
+    for si in range(start_seed, len(cfg.seeds)):
+        seed = cfg.seeds[si]
         torch.manual_seed(seed)
         model = build().to(device)
         opt = torch.optim.SGD(
@@ -174,9 +264,15 @@ def train(cfg, *, build, data, collate=None, num_workers: int = 0, progress=True
             collate_fn=collate,
             num_workers=num_workers,
         )
-        rows += [(0, seed, "val", k, v) for k, v in _validate(model, val_loader, device).items()]
+        start = 0
+        if resume is not None and si == start_seed:
+            _restore(resume, model, opt, g, device)
+            start = resume["epoch"]
+        else:
+            rows += [(0, seed, "val", k, v) for k, v in _validate(model, val_loader, device).items()]
+        resume = None
         model.train()
-        for epoch in range(cfg.epochs):
+        for epoch in range(start, cfg.epochs):
             unplug.apply(opt, epoch, cfg.lr, cfg.weight_decay)
             on = cfg.penalty != "none" and (unplug.active(epoch) or cfg.keep_penalty)
             names = ("batch_loss", "loss", "acc", "kappa", "penalty_R")
@@ -213,6 +309,7 @@ def train(cfg, *, build, data, collate=None, num_workers: int = 0, progress=True
                     frobenius_cap(model.classifier.weight, cfg.cap)
                 n += len(y)
             avg = (sums / n).tolist()
+            epochs_run += 1
             if not all(np.isfinite(avg)):
                 raise NonFiniteLoss(epoch + 1, [seed], rows, unit="epoch")
             rows += [(epoch + 1, seed, "train", k, v) for k, v in zip(names, avg)]
@@ -227,15 +324,23 @@ def train(cfg, *, build, data, collate=None, num_workers: int = 0, progress=True
                     f"{avg[2]:.3f}  val acc {rows[-2][4]:.3f}",
                     flush=True,
                 )
-    return rows, {"device": str(device), "seconds": round(time.perf_counter() - t0, 2)}
+            done = epoch + 1
+            if checkpoint is not None and done % cfg.checkpoint_every == 0 and done < cfg.epochs:
+                checkpoint(_state(si, seed, done, model, opt, g, device, rows), rows)
+    elapsed = time.perf_counter() - t0
+    return rows, {"device": str(device), "seconds": round(elapsed, 2), "epochs_run": epochs_run}
 
 
 def run_one(cfg, *, condition: str, root=None, data_dir=None, num_workers=8, recompute=False, progress=True):
-    """The stored run of cfg (or train it): one anti_flat.Outcome per seed; a divergence is kept."""
+    """The stored run of cfg (or train it, resumed from its checkpoint where one exists, as train.run
+    does for the other loops): one anti_flat.Outcome per seed; a divergence is kept."""
     configure_threads()
     folder = store.run_dir(cfg.experiment, C.config_hash(cfg), root)
     with store.locked(folder):
-        if store.is_done(folder) and not recompute:
+        if recompute:
+            for name in ("DONE", "FAILED", "metrics.csv", CHECKPOINT):
+                (folder / name).unlink(missing_ok=True)
+        if store.is_done(folder):
             m = store.check_complete(folder, C.hashed_dict(cfg))
             return [
                 anti_flat.Outcome(condition, s, cfg, m, folder, summary=store.read_json(folder / "DONE"))
@@ -243,9 +348,33 @@ def run_one(cfg, *, condition: str, root=None, data_dir=None, num_workers=8, rec
             ]
         build, data, collate, _ = datasets(cfg, data_dir)
         store.write_json(folder / "config.json", {"experiment": cfg.experiment, "config": C.hashed_dict(cfg)})
+        resume = None
+        if (folder / CHECKPOINT).exists():
+            try:
+                resume = check_resume(store.load_torch(folder / CHECKPOINT), cfg)
+                if progress:
+                    print(
+                        f"resuming {folder.name} from seed {resume['seed']} epoch {resume['epoch']}",
+                        flush=True,
+                    )
+            except store.StoreError as e:
+                warnings.warn(f"{folder / CHECKPOINT}: {e}; starting from epoch 0", stacklevel=2)
+
+        def checkpoint(state, rows):
+            store.write_metrics(folder / "metrics.csv", rows)
+            store.save_torch(folder / CHECKPOINT, state)
+
+        (folder / "FAILED").unlink(missing_ok=True)
         try:
             rows, summary = train(
-                cfg, build=build, data=data, collate=collate, num_workers=num_workers, progress=progress
+                cfg,
+                build=build,
+                data=data,
+                collate=collate,
+                num_workers=num_workers,
+                progress=progress,
+                resume=resume,
+                checkpoint=checkpoint,
             )
         except NonFiniteLoss as e:
             store.write_metrics(folder / "metrics.csv", e.rows)
@@ -257,6 +386,7 @@ def run_one(cfg, *, condition: str, root=None, data_dir=None, num_workers=8, rec
             ]
         store.write_metrics(folder / "metrics.csv", rows)
         store.mark_done(folder, len(rows), summary)
+        (folder / CHECKPOINT).unlink(missing_ok=True)
         return [
             anti_flat.Outcome(condition, s, cfg, store.Metrics(rows), folder, summary=summary)
             for s in cfg.seeds

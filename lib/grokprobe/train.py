@@ -62,7 +62,12 @@ def run(cfg, *, recompute: bool = False, progress: bool = True, root=None) -> Ru
             try:
                 resume = store.load_torch(folder / "checkpoint.pt")
                 if progress:
-                    print(f"resuming {folder.name} from step {resume['step']}", flush=True)
+                    at = (
+                        f"step {resume['step']}"
+                        if "step" in resume
+                        else f"seed {resume['seed_index']} epoch {resume['epoch']}"
+                    )
+                    print(f"resuming {folder.name} from {at}", flush=True)
             except store.StoreError as e:
                 warnings.warn(f"{e}; starting from step 0", stacklevel=2)
 
