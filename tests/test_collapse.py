@@ -13,7 +13,7 @@ from torch import nn
 
 from grokprobe import analysis, classify, collapse, config, paths, plots_collapse, regularizers, store, train
 from grokprobe.data import ImageData
-from grokprobe.metrics import simplex_etf_angle
+from grokprobe.metrics import ANGLE_QUANTILES, simplex_etf_angle
 
 matplotlib.use("Agg")
 DT = torch.float64
@@ -114,7 +114,7 @@ def test_evaluate_on_exact_collapse_gives_etf_angles_and_vanishing_nc(c):
     cfg = SimpleNamespace(eval_batch=64, tau=2.0, normalize_features=True)
     rows = classify.evaluate(Collapsed(etf(c, c + 3)), data, cfg, epoch=0, seed=0, penalty_on=False)
     got = {m: v for _, _, split, m, v in rows if split == "train"}
-    for q in classify.ANGLE_QUANTILES:
+    for q in ANGLE_QUANTILES:
         assert got[q] == pytest.approx(simplex_etf_angle(c), abs=1e-3)
     assert got["angle_dev"] == pytest.approx(0, abs=1e-3)
     for name in ("ncc", "nc1", "nc2", "nc3", "nc4"):
@@ -287,7 +287,7 @@ def test_conditions_sweep_claim_and_figures_end_to_end(results, monkeypatch):
     runner = collapse.Runner(root=results, recompute=True)
     out = collapse.run_conditions(cfgs, runner)
     names = {m for _, m in out["baseline"].metrics.names}
-    assert set(classify.ANGLE_QUANTILES) | {"ncc", "nc1", "nc4", "mean_distance", "batch_loss"} <= names
+    assert set(ANGLE_QUANTILES) | {"ncc", "nc1", "nc4", "mean_distance", "batch_loss"} <= names
     rows = collapse.summary_rows(out)
     assert [r["condition"] for r in rows] == ["baseline", "prevent", "encourage"]
     assert rows[0]["ncc/baseline"] == pytest.approx(1.0)

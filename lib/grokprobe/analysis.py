@@ -54,8 +54,16 @@ def generalization_window(steps, train_acc, val_acc, *, mem_threshold=0.99):
 def descent_shares(steps, values, window, *, width=5):
     """Share of the smoothed log-metric's total decrease (max -> final value) inside the
     generalisation window (S) and before memorisation ends (M), plus its half-decrease step."""
+    return level_shares(
+        steps, np.log(np.maximum(np.asarray(values, dtype=float), 1e-300)), window, width=width
+    )
+
+
+def level_shares(steps, level, window, *, width=5):
+    """descent_shares on a level already on its comparison scale (log, or linear for quantities
+    that can be negative): smoothed, then measured from its maximum to its final value."""
     steps = np.asarray(steps)
-    L = running_median(np.log(np.maximum(np.asarray(values, dtype=float), 1e-300)), width)
+    L = running_median(level, width)
     i_max = int(L.argmax())
     total = L[i_max] - L[-1]
     if total <= 0:

@@ -20,23 +20,6 @@ from .data import image_data
 from .regularizers import Unplug, frobenius_cap, penalty_term
 from .runtime import NonFiniteLoss, pick_device
 
-ANGLE_QUANTILES = {
-    "angle_min": 0.0,
-    "angle_q25": 0.25,
-    "angle_median": 0.5,
-    "angle_q75": 0.75,
-    "angle_max": 1.0,
-}
-
-
-def angle_quantiles(angles):
-    """Quantiles of the pairwise class-mean angles (degrees): the distribution Fig 3 draws against
-    the simplex ETF angle, kept per logged epoch because the model itself is not stored."""
-    q = torch.quantile(
-        angles, torch.tensor(list(ANGLE_QUANTILES.values()), dtype=angles.dtype, device=angles.device)
-    )
-    return dict(zip(ANGLE_QUANTILES, q))
-
 
 @torch.no_grad()
 def forward_all(model, x, eval_batch):
@@ -76,7 +59,7 @@ def evaluate(model, data, cfg, *, epoch, seed, penalty_on) -> list[tuple]:
                 mean_distance=stats["mean_distance"],
                 mean_variance=stats["mean_variance"],
                 angle_dev=(angles[off] - etf).abs().mean(),  # mean |angle - simplex ETF angle| (Fig 3)
-                **angle_quantiles(angles[off]),
+                **M.angle_quantiles(angles[off]),
                 w_norm=W.double().norm(),
                 penalty_on=torch.tensor(float(penalty_on)),
             )

@@ -53,6 +53,17 @@ class GrokConfig:
     eta_min: float = 1e-5  # cosine floor after unplug
     log_points: int = 160  # log-spaced logging steps (plus step 0 and the last step)
     eval_batch: int = 1024  # rows per forward pass when computing metrics (small chunks stay in cache)
+    # Loss-landscape curvature over all parameters at every logging step (notebook 06); off by
+    # default because each logging step then costs probes + iters Hessian-vector products.
+    curvature_probes: int = 0  # Hutchinson probes for the Hessian trace; 0 = no curvature metrics
+    curvature_iters: int = 20  # max power iterations for the top eigenvalue (warm-started)
+    curvature_rows: int = 1024  # the first rows of the training split that the Hessian covers
+    representativeness: bool = False  # log the KDE representativeness estimate (SPEC §2.4, D18)
+    kde_bandwidth: float = 1.0  # its Gaussian kernel bandwidth (the paper's 1.0)
+    kde_rows: int = 0  # held-out rows it averages over (the first of the shuffled split); 0 = all
+    # > 0: once every seed's val acc has reached 99% (first at step t), stop at the first logging
+    # step >= early_stop * t, so a grid of tasks spends its steps where something still happens
+    early_stop: float = 0.0  # 0 = always run all steps
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise repeats
     checkpoint_every: int = 2000  # steps between resumable checkpoints
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -207,13 +218,20 @@ def validate(cfg) -> None:
             "log_points",
             "eval_batch",
             "checkpoint_every",
+            "curvature_iters",
+            "curvature_rows",
+            "kde_bandwidth",
         )
-        _check_positive(cfg, "weight_decay", "warmup_steps", allow_zero=True)
+        _check_positive(cfg, "weight_decay", "warmup_steps", "curvature_probes", "kde_rows", allow_zero=True)
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"d_model={cfg.d_model} must be divisible by n_heads={cfg.n_heads}")
         _check_choice("penalty", cfg.penalty, PENALTIES)
         _check_positive(cfg, "tau", "bump")
         _check_positive(cfg, "lam", "cap", "unplug_at", "wd_after", "eta_min", allow_zero=True)
+        if cfg.early_stop and cfg.early_stop < 1.0:
+            raise ValueError(
+                f"early_stop must be 0 (off) or >= 1 (a multiple of the step), got {cfg.early_stop}"
+            )
         if cfg.unplug_at and cfg.unplug_at >= cfg.steps:
             raise ValueError(f"unplug_at={cfg.unplug_at} must be < steps={cfg.steps} (0 = never unplug)")
         if cfg.penalty != "none" and cfg.lam == 0:

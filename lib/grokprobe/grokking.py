@@ -12,11 +12,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import hessian
 from . import metrics as M
-from .classify import angle_quantiles
 from .data import modular_arithmetic
 from .models import GrokTransformer, GrokTransformerConfig
 from .regularizers import Unplug, frobenius_cap, penalty_term
+from .representativeness import representativeness
 from .runtime import NonFiniteLoss, log_steps, peak_memory_mb, pick_device
 
 
@@ -59,6 +60,9 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
     """
     rows = []
     W_all = model.output_weight()
+    # every parameter has a leading seed dimension: one squared norm per seed
+    weight_norm = sum(p.detach().double().flatten(1).pow(2).sum(1) for p in model.parameters()).sqrt()
+    train_eq = {}  # seed -> ("=" features, logits) of the train split, for representativeness
     for split_name, split in (("train", data.train), ("val", data.val)):
         logits, phi = forward_all(model, data, split, eval_batch)
         tgt = split.targets  # (N, 2)
@@ -88,8 +92,16 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
                     mean_distance=stats["mean_distance"],
                     mean_variance=stats["mean_variance"],
                     angle_dev=(angles[off] - etf).abs().mean(),  # Fig 3, as classify.evaluate
-                    **angle_quantiles(angles[off]),
+                    **M.angle_quantiles(angles[off]),
                     w_norm=W.double().norm(),
+                    weight_norm=weight_norm[s],
+                )
+                if cfg is not None and cfg.representativeness:
+                    train_eq[s] = (f[:, 0], z[:, 0])
+            elif cfg is not None and cfg.representativeness:  # held-out loss vs the train KDE's
+                n = cfg.kde_rows or len(f)  # a mean over held-out rows: a subset estimates it
+                vals["rep"] = representativeness(
+                    *train_eq[s], f[:n, 0], z[:n, 0], tgt[:n, 0], bandwidth=cfg.kde_bandwidth
                 )
                 if cfg is not None and cfg.penalty != "none":  # the regulariser's own view (SPEC D14)
                     vals["penalty_R"] = M.relative_flatness(
@@ -99,6 +111,39 @@ def evaluate(model, data, step, eval_batch, cfg=None, penalty_on=False) -> list[
             values = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in vals.values()]).tolist()
             rows += [(step, seed, split_name, k, v) for k, v in zip(vals, values)]
     return rows
+
+
+def curvature(model, data, cfg, step, v0=None):
+    """Hessian trace (Hutchinson) and top eigenvalue of the training loss over all parameters.
+
+    The loss is the training objective without any penalty, on the first cfg.curvature_rows rows of
+    the (already shuffled) training split, each seed's mean as in the step loop; the Hessian of the
+    sum over seeds is block diagonal, so one Hessian-vector product serves every seed. The probes
+    are seeded by the step, so a resumed run draws the same ones. Returns (rows, vectors) where
+    vectors warm-start the power iteration at the next logging step.
+    """
+    split = data.train
+    n, S = min(cfg.curvature_rows, len(split)), model.n_seeds
+    idx = torch.arange(n, device=split.tokens.device).expand(S, n)  # (S, n)
+    prefixes = data.prefixes.to(split.tokens.device)
+    a, suffix, tgt = split.prefix_index[idx], split.suffix[idx], split.targets[idx]
+
+    def loss_fn():
+        logits, _ = model.forward_prefixed(prefixes, a, suffix)  # (S, n, 2, V)
+        per = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), reduction="none")
+        return per.view(S, -1).mean(1).sum()
+
+    g = torch.Generator().manual_seed(1_000_003 * (step + 1))
+    with torch.enable_grad():
+        out = hessian.curvature(
+            model, loss_fn, probes=cfg.curvature_probes, iters=cfg.curvature_iters, generator=g, v0=v0
+        )
+    rows = []
+    for s, seed in enumerate(model.seeds):
+        for k in ("hess_trace", "hess_trace_se", "hess_top"):
+            rows.append((step, seed, "train", k, float(out[k][s])))
+        rows.append((step, seed, "train", "hess_iters", float(out["hess_iters"])))
+    return rows, out["vectors"]
 
 
 def train(cfg, *, resume=None, checkpoint=None, progress=True):
@@ -132,6 +177,10 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
             g.set_state(st)
         rows, step, pos, last_ckpt = list(resume["rows"]), resume["step"], resume["pos"], resume["step"]
         perm = resume["perm"].to(device)
+    t_grok = resume.get("t_grok") if resume is not None else None  # all seeds' val acc >= 99%
+    curv_v = None  # power-iteration vectors carried between logging steps (and checkpoints)
+    if resume is not None and resume.get("curv_v") is not None:
+        curv_v = [v.to(device) for v in resume["curv_v"]]
     start, t0 = step, time.perf_counter()
     prior_seconds = resume.get("seconds", 0.0) if resume is not None else 0.0
     walls = list(resume.get("walls", [])) if resume is not None else []
@@ -140,7 +189,7 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
     log_seconds = 0.0
 
     def log(at):
-        nonlocal last_ckpt, log_seconds
+        nonlocal last_ckpt, log_seconds, curv_v, t_grok
         t_log = time.perf_counter()
         bad = first_bad.tolist()
         if any(b >= 0 for b in bad):
@@ -155,6 +204,12 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
             rows.extend(evaluate(model, data, at, cfg.eval_batch, cfg, penalty_on(at)))
         except NonFiniteLoss as e:
             raise NonFiniteLoss(e.step, e.seeds, rows) from None
+        if cfg.curvature_probes > 0:
+            curv_rows, curv_v = curvature(model, data, cfg, at, curv_v)
+            rows.extend(curv_rows)
+        if t_grok is None and cfg.early_stop:
+            if all(r[4] >= 0.99 for r in rows if r[0] == at and r[2] == "val" and r[3] == "acc"):
+                t_grok = max(at, 1)
         model.train()
         if progress and (at in schedule[:: max(1, len(schedule) // 12)] or at == cfg.steps):
             accs = {(r[1], r[2]): r[4] for r in rows if r[0] == at and r[3] == "acc"}
@@ -175,6 +230,8 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
                     "walls": walls,
                     "pos": pos,
                     "perm": perm.cpu(),
+                    "curv_v": None if curv_v is None else [v.cpu() for v in curv_v],
+                    "t_grok": t_grok,
                 },
                 rows,
             )
@@ -224,12 +281,15 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(per_seed), step, first_bad)
         if pending and pending[0] == step:
             log(pending.pop(0))
+            if t_grok is not None and step >= cfg.early_stop * t_grok:
+                break
     elapsed = time.perf_counter() - t0
     summary = {
         "device": str(device),
         "seconds": round(elapsed, 2),
-        "steps_run": cfg.steps - start,
-        "ms_per_step": round(1000 * elapsed / max(1, cfg.steps - start), 3),
+        "steps_run": step - start,
+        "stopped_at": step,  # < cfg.steps when early_stop ended the run
+        "ms_per_step": round(1000 * elapsed / max(1, step - start), 3),
         "log_seconds": round(log_seconds, 2),  # metrics, progress and checkpoints at logging steps
         "log_share": round(log_seconds / max(elapsed, 1e-9), 4),
         "peak_memory_mb": peak_memory_mb(device),

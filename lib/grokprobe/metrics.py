@@ -243,3 +243,21 @@ def simplex_etf_angle(num_classes):
     if num_classes < 2:
         raise ValueError(f"a simplex needs at least 2 classes, got {num_classes}")
     return math.degrees(math.acos(-1.0 / (num_classes - 1)))
+
+
+ANGLE_QUANTILES = {
+    "angle_min": 0.0,
+    "angle_q25": 0.25,
+    "angle_median": 0.5,
+    "angle_q75": 0.75,
+    "angle_max": 1.0,
+}
+
+
+def angle_quantiles(angles):
+    """Quantiles of the pairwise class-mean angles (degrees): the distribution Fig 3 draws against
+    the simplex ETF angle, kept per logged epoch because the model itself is not stored."""
+    q = torch.quantile(
+        angles, torch.tensor(list(ANGLE_QUANTILES.values()), dtype=angles.dtype, device=angles.device)
+    )
+    return dict(zip(ANGLE_QUANTILES, q))
