@@ -17,12 +17,12 @@ def _sigmoid(t, mid, width=0.1):  # a step in log10(t) centred on `mid`
     return 1 / (1 + np.exp(-(np.log10(np.maximum(t, 1)) - np.log10(mid)) / width))
 
 
-def _rows(seed, *, memorise=True, generalise=True):
+def _rows(seed, *, memorise=True, generalise=True, together=False):
     """Train acc rises at ~100 steps, val acc at ~1000; 'kappa' falls with val acc, 'ncc' with
     train acc, 'w_norm' rises, 'nc4' falls to exactly 0 with val acc, 'hess_top' changes sign."""
     t = STEPS
     tr = _sigmoid(t, 100) if memorise else 0.5 * _sigmoid(t, 100)
-    va = _sigmoid(t, 1000) if generalise else 0.05 + 0 * t
+    va = _sigmoid(t, 100 if together else 1000) if generalise else 0.05 + 0 * t
     curves = {
         ("train", "acc"): tr,
         ("val", "acc"): va,
@@ -85,8 +85,12 @@ def test_c5_names_the_quantities_that_beat_ncc_everywhere_and_flags_unscored_see
     assert c5["verdict"] == "evaluated" and set(c5["passing"]) == {"kappa", "nc4", "hess_top"}
     assert c5["per_quantity"]["w_norm"] == "0/4"
     rows += predictors.score_run(_metrics((1, {"memorise": False}), (2, {"generalise": False})), "c")
+    rows += predictors.score_run(_metrics((3, {"together": True})), "c")
     c5 = predictors.c5_which_quantity_predicts(rows)
-    assert c5["verdict"] == "incomplete" and c5["unscored"] == [["c", 1], ["c", 2]]
+    assert c5["verdict"] == "incomplete" and c5["unscored"] == [["c", 1], ["c", 2], ["c", 3]]
+    why = {r["seed"]: r["why"] for r in rows if r["task"] == "c"}
+    assert why[1].startswith("no memorisation") and why[2].startswith("val acc did not rise")
+    assert why[3].startswith("generalised with memorisation")
     rec = claims.record(c5, profile="quick", path=tmp_path / "claims.json")
     assert rec["claim"] == "C5" and rec["passing"] == c5["passing"]
 

@@ -11,6 +11,7 @@ import json
 import sys
 
 from . import analysis, paths, store
+from .predictors import c5_which_quantity_predicts  # noqa: F401  C5 (issue 10): notebook 06's grid
 from .theory import c4_neural_collapse_leads_to_flatness  # noqa: F401  C4 (SPEC §1.4, §6): from theory.sweep rows
 
 # Claims computed by the experiment modules (imported lazily to keep this module light):

@@ -36,10 +36,13 @@ QUANTITIES = {
     "nc4": ("train", "NC4"),
 }
 REFERENCE = "ncc"  # the C1 criterion compares every quantity against NCC
+# Validation accuracy must still rise by this much after memorisation ends for a seed to be scored:
+# when both happen together there is no generalisation window to share a decrease with.
+MIN_RISE = 0.2
 
 GRID_OPS = ("+", "-", "*", "/", "x^2+y^2")
-# Per profile: the operators, the two training fractions (a long memorisation plateau, and the
-# paper's overlapping 50% split) and what the E1 profile is changed by for every grid run.
+# Per profile: the operators, the two training fractions and what the E1 profile is changed by for
+# every grid run.
 GRID = {
     "smoke": dict(
         ops=("+", "*"),
@@ -48,18 +51,17 @@ GRID = {
     ),
     "quick": dict(
         ops=GRID_OPS,
+        # at lr 1e-3 the E1 model memorises long before it generalises on the 40% split, and
+        # partly overlaps the two on 50% (as notebook 01's quick run and the paper's Fig 1); on 60%
+        # (measured) validation accuracy is ~100% when memorisation ends: no window to score
         fracs=(0.4, 0.5),
-        # half the paper's width (d 64, d_ff 256) so that ten tasks x 3 seeds fit a 2-core CPU in
-        # about half an hour; lr 1e-3 as E1's quick profile
         overrides=dict(
-            d_model=64,
-            d_ff=256,
-            steps=6000,
+            steps=5000,
             early_stop=1.5,  # stop at 1.5x the step where every seed reaches 99% val acc
-            log_points=40,
+            log_points=60,
             curvature_probes=4,
-            curvature_iters=8,
-            curvature_rows=512,
+            curvature_iters=6,
+            curvature_rows=256,
             representativeness=True,
             kde_rows=1024,
         ),
@@ -140,8 +142,13 @@ def score_run(metrics, task: str, quantities=None) -> list[dict]:
         steps, tr = metrics.series("acc", "train", seed)
         _, va = metrics.series("acc", "val", seed)
         win = analysis.generalization_window(steps, tr, va)
-        if win is None or win["t_g10"] is None or win["t_g90"] is None or win["t_g50"] is None:
-            why = "no memorisation (train acc < 99%)" if win is None else "val acc did not rise"
+        if win is None or win["t_g10"] is None or win["t_g90"] is None or win["v1"] - win["v0"] < MIN_RISE:
+            if win is None:
+                why = "no memorisation (train acc < 99%)"
+            elif win["v0"] >= win["v1"] - MIN_RISE and win["v1"] >= 0.9:
+                why = f"generalised with memorisation (val acc {win['v0']:.2f} at t_mem)"
+            else:
+                why = f"val acc did not rise enough (to {win['v1']:.2f})"
             rows.append({"task": task, "seed": seed, "quantity": None, "why": why})
             continue
         for q in quantities:
