@@ -201,14 +201,15 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         # metrics.csv so that identical configs keep identical metric files
         walls.append([at, round(t_log - t0 - log_seconds + prior_seconds, 3)])
         try:
-            rows.extend(evaluate(model, data, at, cfg.eval_batch, cfg, penalty_on(at)))
+            new_rows = evaluate(model, data, at, cfg.eval_batch, cfg, penalty_on(at))
+            rows.extend(new_rows)
         except NonFiniteLoss as e:
             raise NonFiniteLoss(e.step, e.seeds, rows) from None
         if cfg.curvature_probes > 0:
             curv_rows, curv_v = curvature(model, data, cfg, at, curv_v)
             rows.extend(curv_rows)
         if t_grok is None and cfg.early_stop:
-            if all(r[4] >= 0.99 for r in rows if r[0] == at and r[2] == "val" and r[3] == "acc"):
+            if all(r[4] >= 0.99 for r in new_rows if r[2] == "val" and r[3] == "acc"):
                 t_grok = max(at, 1)
         model.train()
         if progress and (at in schedule[:: max(1, len(schedule) // 12)] or at == cfg.steps):

@@ -4,13 +4,11 @@ whose run diverged ends early and its last logged point is marked with an x."""
 
 from __future__ import annotations
 
-import warnings
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .anti_flat import LABELS, UNIT
-from .plotting import use_style
+from .plotting import draw_outcomes, use_style
 
 STYLE = {
     "baseline": dict(color="#2c3e50", ls="-"),
@@ -19,38 +17,6 @@ STYLE = {
     "bump_only": dict(color="#7f8c8d", ls="--"),
     "reg_bump": dict(color="#e67e22", ls="--"),
 }
-
-
-def _stack(by_seed: dict, metric: str, split: str):
-    """x (union over seeds) and values (n_seeds, n_x) with NaN where a seed has no point."""
-    series = [o.series(metric, split) for o in by_seed.values()]
-    series = [(x, v) for x, v in series if len(x)]
-    if not series:
-        return None, None
-    xs = np.unique(np.concatenate([x for x, _ in series]))
-    vals = np.full((len(series), len(xs)), np.nan)
-    for i, (x, v) in enumerate(series):
-        vals[i, np.searchsorted(xs, x)] = v
-    return xs, vals
-
-
-def _draw(ax, by_seed, metric, split, *, label, color, ls="-", scale=1.0, floor=None):
-    xs, vals = _stack(by_seed, metric, split)
-    if xs is None:
-        return
-    vals = vals * scale
-    if floor is not None:
-        vals = np.maximum(vals, floor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
-        m, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
-    ax.plot(xs, m, color=color, ls=ls, label=label)
-    ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
-    for o in by_seed.values():
-        if o.diverged:
-            x, v = o.series(metric, split)
-            if len(x):
-                ax.plot(x[-1], max(v[-1] * scale, floor or -np.inf), "x", color=color, ms=8, mew=2)
 
 
 def _unplug_line(ax, unplug_at):
@@ -73,7 +39,7 @@ def accuracy(outcomes, *, unplug_at: int, task: str):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     for ax, split in zip(axes, ("train", "val")):
         for cond, by_seed in outcomes.items():
-            _draw(ax, by_seed, "acc", split, label=LABELS[cond], scale=100, **STYLE[cond])
+            draw_outcomes(ax, by_seed, "acc", split, label=LABELS[cond], scale=100, **STYLE[cond])
         _unplug_line(ax, unplug_at)
         ax.set_title(f"{split} accuracy (%)")
     base = outcomes.get("baseline", {})
@@ -94,7 +60,7 @@ def losses(outcomes, *, unplug_at: int, task: str):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (metric, split, title) in zip(axes, panels):
         for cond, by_seed in outcomes.items():
-            _draw(ax, by_seed, metric, split, label=LABELS[cond], **STYLE[cond])
+            draw_outcomes(ax, by_seed, metric, split, label=LABELS[cond], **STYLE[cond])
         _unplug_line(ax, unplug_at)
         ax.set_yscale("symlog" if metric == "batch_loss" else "log")
         ax.set_title(title)
@@ -113,7 +79,7 @@ def flatness(outcomes, *, unplug_at: int, task: str, cap: float | None = None, n
     )
     for ax, (metric, title) in zip(axes, panels):
         for cond, by_seed in outcomes.items():
-            _draw(ax, by_seed, metric, "train", label=LABELS[cond], floor=1e-6, **STYLE[cond])
+            draw_outcomes(ax, by_seed, metric, "train", label=LABELS[cond], floor=1e-6, **STYLE[cond])
         _unplug_line(ax, unplug_at)
         ax.set_title(title)
         if metric != "w_norm":
@@ -142,7 +108,7 @@ def sweep(points, *, kind: str, unplug_at: int, task: str, chosen: float | None 
             (axes[1], "penalty_R", "train", 1),
             (axes[2], "kappa", "train", 1),
         ):
-            _draw(ax, {o.seed: o}, metric, split, label=label, color=color, scale=scale, floor=1e-6)
+            draw_outcomes(ax, {o.seed: o}, metric, split, label=label, color=color, scale=scale, floor=1e-6)
     axes[0].set_title("val accuracy (%)")
     for ax, title in ((axes[1], "R (τ = 2, φ/‖φ‖; log)"), (axes[2], "κ canonical (log)")):
         ax.set_yscale("log")

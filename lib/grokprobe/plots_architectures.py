@@ -4,47 +4,17 @@ epoch is dotted. A diverged seed ends early with an x."""
 
 from __future__ import annotations
 
-import warnings
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .anti_flat import LABELS
-from .plotting import use_style
+from .plotting import draw_outcomes, use_style
 
 STYLE = {
     "baseline": dict(color="#2c3e50", ls="-"),
     "reg": dict(color="#c0392b", ls="-"),
     "unplug": dict(color="#2980b9", ls="-"),
 }
-
-
-def _stack(by_seed: dict, metric: str, split: str):
-    """x (union over seeds) and values (n_seeds, n_x), NaN where a seed has no point."""
-    series = [s for s in (o.series(metric, split) for o in by_seed.values()) if len(s[0])]
-    if not series:
-        return None, None
-    xs = np.unique(np.concatenate([x for x, _ in series]))
-    vals = np.full((len(series), len(xs)), np.nan)
-    for i, (x, v) in enumerate(series):
-        vals[i, np.searchsorted(xs, x)] = v
-    return xs, vals
-
-
-def _draw(ax, by_seed, metric, split, *, label, color, ls="-", scale=1.0, floor=None):
-    xs, vals = _stack(by_seed, metric, split)
-    if xs is None:
-        return
-    vals = vals * scale if floor is None else np.maximum(vals * scale, floor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
-        m, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
-    ax.plot(xs, m, color=color, ls=ls, label=label)
-    ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
-    for o in by_seed.values():
-        x, v = o.series(metric, split)
-        if o.diverged and len(x):
-            ax.plot(x[-1], v[-1] * scale, "x", color=color, ms=8, mew=2)
 
 
 def accuracy(results: dict):
@@ -57,7 +27,7 @@ def accuracy(results: dict):
     for (arch, (outcomes, unplug_at, res)), row in zip(results.items(), axes):
         for ax, split in zip(row, ("train", "val")):
             for cond, by_seed in outcomes.items():
-                _draw(ax, by_seed, "acc", split, label=LABELS[cond], scale=100, **STYLE[cond])
+                draw_outcomes(ax, by_seed, "acc", split, label=LABELS[cond], scale=100, **STYLE[cond])
             ax.axvline(unplug_at, color="k", lw=0.8, ls=":", zorder=0)
             ax.set_title(f"{arch}: {split} accuracy (%)")
         finals = [o.final("acc", "val") for o in outcomes.get("baseline", {}).values()]
@@ -90,7 +60,7 @@ def flatness(results: dict, *, n_classes: int = 10):
             (row[1], "penalty_R", "R (τ = 2, φ/‖φ‖)"),
         ):
             for cond, by_seed in outcomes.items():
-                _draw(ax, by_seed, metric, "train", label=LABELS[cond], floor=1e-6, **STYLE[cond])
+                draw_outcomes(ax, by_seed, metric, "train", label=LABELS[cond], floor=1e-6, **STYLE[cond])
             ax.axvline(unplug_at, color="k", lw=0.8, ls=":", zorder=0)
             ax.set_yscale("log")
             ax.set_title(f"{arch}: {title}")
@@ -117,7 +87,7 @@ def seeds(results: dict):
         for ax, seed in zip(row, sorted(outcomes["baseline"])):
             for cond, by_seed in outcomes.items():
                 if seed in by_seed:
-                    _draw(
+                    draw_outcomes(
                         ax, {seed: by_seed[seed]}, "acc", "val", label=LABELS[cond], scale=100, **STYLE[cond]
                     )
             ax.axvline(unplug_at, color="k", lw=0.8, ls=":", zorder=0)

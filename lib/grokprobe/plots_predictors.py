@@ -56,7 +56,7 @@ def curve_panels(runs: dict, quantities=("kappa", "hess_trace", "hess_top", "wei
         m = runs[task].metrics
         top, bot = axes[0, j], axes[1, j]
         for split, color in (("train", plotting.COLORS["train"]), ("val", plotting.COLORS["val"])):
-            steps, vals = _stack(m, "acc", split)
+            steps, vals = m.series("acc", split)
             mu, lo, hi = analysis.mean_band(vals)
             top.plot(steps, mu, color=color, label=f"{split} acc")
             top.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
@@ -67,7 +67,7 @@ def curve_panels(runs: dict, quantities=("kappa", "hess_trace", "hess_top", "wei
             split = QUANTITIES[q][0]
             if (split, q) not in set(m.names):
                 continue
-            steps, vals = _stack(m, q, split)
+            steps, vals = m.series(q, split)
             scale = np.nanmax(np.abs(vals), axis=1, keepdims=True)
             vals = vals / np.where(scale > 0, scale, 1.0)
             positive &= bool(np.all(vals > 0))
@@ -84,8 +84,3 @@ def curve_panels(runs: dict, quantities=("kappa", "hess_trace", "hess_top", "wei
     axes[1, -1].legend(loc="lower left", fontsize=6)
     fig.tight_layout()
     return fig
-
-
-def _stack(metrics, name, split):
-    out = [metrics.series(name, split, s) for s in metrics.seeds]
-    return out[0][0], np.stack([v for _, v in out])

@@ -6,6 +6,7 @@ writes under build/figures/<profile>[-<config hash>]/ so ad-hoc runs never repla
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib as mpl
@@ -128,3 +129,37 @@ def grokking_geometry(metrics, *, title: str = ""):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def stack_outcomes(by_seed: dict, metric: str, split: str):
+    """Per-seed outcomes (anything with .series(metric, split) and .diverged): x (union over seeds)
+    and values (n_seeds, n_x) with NaN where a seed has no point."""
+    series = [o.series(metric, split) for o in by_seed.values()]
+    series = [(x, v) for x, v in series if len(x)]
+    if not series:
+        return None, None
+    xs = np.unique(np.concatenate([x for x, _ in series]))
+    vals = np.full((len(series), len(xs)), np.nan)
+    for i, (x, v) in enumerate(series):
+        vals[i, np.searchsorted(xs, x)] = v
+    return xs, vals
+
+
+def draw_outcomes(ax, by_seed, metric, split, *, label, color, ls="-", scale=1.0, floor=None):
+    """Mean line and min-max band over seeds; a cross at the last point of every diverged seed."""
+    xs, vals = stack_outcomes(by_seed, metric, split)
+    if xs is None:
+        return
+    vals = vals * scale
+    if floor is not None:
+        vals = np.maximum(vals, floor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
+        m, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
+    ax.plot(xs, m, color=color, ls=ls, label=label)
+    ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+    for o in by_seed.values():
+        if o.diverged:
+            x, v = o.series(metric, split)
+            if len(x):
+                ax.plot(x[-1], max(v[-1] * scale, floor or -np.inf), "x", color=color, ms=8, mew=2)

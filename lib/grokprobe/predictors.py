@@ -118,6 +118,26 @@ def steepest_descent(steps, level, *, width=5):
     return float(np.sqrt(t[i] * t[i + 1]))
 
 
+def train_grid(cfgs: dict, *, root=None, workers: int = 1, recompute: bool = False, progress=print) -> dict:
+    """{task: stored Run} for every config of `cfgs`: with workers > 1 a local process pool
+    (grokprobe.sweep, one thread each) trains the missing ones first; stored runs are only read."""
+    from . import sweep, train
+
+    if recompute:
+        for cfg in cfgs.values():
+            train.clear(cfg, root=root)
+    if workers > 1:
+        sweep.submit(list(cfgs.values()), root=root, workers=workers).wait(
+            progress=lambda i, n, job, state, detail: progress(f"[{i}/{n}] {job.hash} {state}: {detail}")
+        )
+    runs = {}
+    for name, cfg in cfgs.items():
+        runs[name] = train.run(cfg, root=root)
+        s = runs[name].summary
+        progress(f"{name}: {s.get('seconds', '?')} s, stopped at step {s.get('stopped_at', '?')}")
+    return runs
+
+
 def score(steps, values, window, *, width=5) -> dict:
     """S, M, the steepest-descent step and its lag behind t_g50 for one quantity of one seed."""
     L, scale = levels(values)
