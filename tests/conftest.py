@@ -31,3 +31,22 @@ def _small_threads():
 def results(tmp_path):
     """A private results root, so tests never touch results/ or each other."""
     return tmp_path / "results"
+
+
+def kill_after_first_checkpoint(script: str, folder, timeout: float = 120.0) -> None:
+    """Run `script` in a new Python process and SIGKILL its process group as soon as
+    folder/checkpoint.pt exists (the run must not have finished by then)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + timeout
+    while not (folder / "checkpoint.pt").exists():
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY_GROKKING
+from conftest import TINY_GROKKING, kill_after_first_checkpoint
 
 from grokprobe import config, data, store, train
 
@@ -69,10 +69,6 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_killed_classifier_run_resumes_and_matches_uninterrupted(results, capsys):
     """The epoch loop of notebooks 02-04 (digits CNN) resumes bitwise after SIGKILL as well."""
-    import os
-    import signal
-    import time
-
     kw = dict(task="digits", arch="mlp", seeds=[1, 2], epochs=6, checkpoint_every=1, device="cpu")
     reference = train.run(config.resolve("anti_flat", kw, "smoke"), root=results / "ref", progress=False)
     root = results / "killed"
@@ -81,15 +77,8 @@ def test_killed_classifier_run_resumes_and_matches_uninterrupted(results, capsys
         "from grokprobe import config, train\n"
         f"train.run(config.resolve('anti_flat', {kw!r}, 'smoke'), root={str(root)!r}, progress=False)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     folder = root / "anti_flat" / config.config_hash(reference.config)
-    deadline = time.time() + 120
-    while not (folder / "checkpoint.pt").exists():
-        assert proc.poll() is None, "the run finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(script, folder)
     assert not store.is_done(folder)
     capsys.readouterr()
     resumed = train.run(config.resolve("anti_flat", kw, "smoke"), root=root, progress=True)

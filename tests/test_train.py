@@ -1,12 +1,6 @@
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
-from conftest import TINY_GROKKING
+from conftest import TINY_GROKKING, kill_after_first_checkpoint
 
 from grokprobe import config, store, train
 from grokprobe.runtime import NonFiniteLoss
@@ -94,15 +88,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path):
         f"cfg = config.resolve('grokking', {{**{TINY!r}, **{kw!r}}}, 'smoke')\n"
         f"train.run(cfg, root={str(root)!r}, progress=False)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     folder = root / "grokking" / config.config_hash(reference.config)
-    deadline = time.time() + 120
-    while not (folder / "checkpoint.pt").exists():
-        assert proc.poll() is None, "the run finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(script, folder)
     assert not (folder / "DONE").exists()
     state = store.load_torch(folder / "checkpoint.pt")
     assert 0 < state["step"] < 400
