@@ -302,3 +302,16 @@ def test_slurm_job_array_parameters_payload_and_resubmission(results, capsys, fa
     assert "#SBATCH --array" not in (fake_slurm / "submission_1.sh").read_text()
     (row,) = [r for r in sweep.status(cfgs, results) if r.hash == records[1]["hash"]]
     assert (row.state, row.job_id) == ("submitted", "4243")
+
+
+def test_sweeps_started_in_the_same_second_sort_by_creation(tmp_path, monkeypatch):
+    # _job_records lets the later sweep's record of a point win; its folder must sort later even when
+    # the random suffix of the later one is smaller (this ordering once flipped in CI)
+    suffixes = iter(["ffff", "0000"])
+    monkeypatch.setattr(sweep.uuid, "uuid4", lambda: type("U", (), {"hex": next(suffixes) * 8})())
+    first = sweep._new_folder(tmp_path, "grokking")
+    second = sweep._new_folder(tmp_path, "grokking")
+    assert sorted([second.name, first.name]) == [first.name, second.name]
+    for folder, job in ((first, "1_0"), (second, "2")):
+        store.write_json(folder / "jobs.json", {"jobs": [{"hash": "h", "job_id": job}]})
+    assert sweep._job_records(tmp_path, "grokking")["h"]["job_id"] == "2"

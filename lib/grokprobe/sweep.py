@@ -33,6 +33,7 @@ import typing
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from . import config as C
@@ -511,7 +512,9 @@ class Sweep:
 
 
 def _new_folder(root: Path, experiment: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    # microseconds in the name: _job_records reads sweeps in name order, and two sweeps started
+    # within one second must still sort by creation (a resubmission overrides the older record)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = root / experiment / SWEEPS / f"{stamp}-{uuid.uuid4().hex[:4]}"
     folder.mkdir(parents=True)
     return folder
