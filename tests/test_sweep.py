@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from grokprobe import config, store, sweep, train
+from grokprobe import config, store, sweep, sweep_status, train
 
 # The smoke grokking config, shortened: about half a second per point on one thread.
 SHORT = ["steps=20", "checkpoint_every=10"]
@@ -230,7 +230,7 @@ def fake_slurm(tmp_path, monkeypatch):
         (bin_ / name).chmod((bin_ / name).stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM", str(spool))
-    monkeypatch.setattr(sweep, "_slurm_state", lambda rec: None)  # no sacct: state unknown
+    monkeypatch.setattr(sweep_status, "_slurm_state", lambda rec: None)  # no sacct: state unknown
     return spool
 
 
@@ -314,4 +314,4 @@ def test_sweeps_started_in_the_same_second_sort_by_creation(tmp_path, monkeypatc
     assert sorted([second.name, first.name]) == [first.name, second.name]
     for folder, job in ((first, "1_0"), (second, "2")):
         store.write_json(folder / "jobs.json", {"jobs": [{"hash": "h", "job_id": job}]})
-    assert sweep._job_records(tmp_path, "grokking")["h"]["job_id"] == "2"
+    assert sweep_status._job_records(tmp_path, "grokking")["h"]["job_id"] == "2"

@@ -14,24 +14,22 @@ Python API (notebooks, scripts):
     sweep.submit(cfgs, executor="local").wait()     # or executor="slurm", slurm=dict(partition=...)
     sweep.status(cfgs, root)                        # rows: hash, params, state, detail, log
     runs = sweep.collect(cfgs, root)                # the stored runs; never trains
+
+This module submits and holds the CLI; building grids is in sweep_grid and reading the state of
+points in sweep_status, both re-exported here so that sweep.<name> stays the one API.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
-import fcntl
-import itertools
 import os
 import shlex
 import shutil
 import sys
 import time
 import traceback
-import typing
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,117 +37,24 @@ from pathlib import Path
 from . import config as C
 from . import paths, store, train
 from .runtime import NonFiniteLoss
+from .sweep_grid import grid, parse_grid
+
+# unused here (collect) but re-exported: notebooks, scripts and the README call sweep.collect
+from .sweep_status import (  # noqa: F401
+    IN_FLIGHT,
+    RESUBMIT,
+    SWEEPS,
+    Row,
+    _fmt,
+    _last_line,
+    _varying,
+    collect,
+    format_rows,
+    status,
+    summary_line,
+)
 
 EXECUTORS = ("local", "slurm")
-SWEEPS = "_sweeps"  # <root>/<experiment>/_sweeps/<stamp>/: job records and logs, next to the runs
-# done: stored and complete. diverged: FAILED marker (non-finite loss), kept as a result.
-# failed: the job died (traceback or Slurm state in the log). partial: a checkpoint, no live job.
-# queued/running/submitted: a job is (or may be) on it. missing: nothing stored.
-RESUBMIT = ("failed", "partial", "missing")
-IN_FLIGHT = ("queued", "running", "submitted")
-_SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESIZING"}
-_SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
-
-
-# ---------------------------------------------------------------------------------------------- grid
-
-
-def _field_types(experiment: str) -> dict:
-    C._check_choice("experiment", experiment, list(C.CONFIGS))
-    cls = C.CONFIGS[experiment]
-    hints = typing.get_type_hints(cls)
-    types = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
-    types["seed"] = (int, 0)  # seed=3 is seeds=(3,): one job per seed
-    return types
-
-
-def _scalar(name: str, text: str, want):
-    text = text.strip()
-    try:
-        if want is bool:
-            low = text.lower()
-            if low in ("true", "yes", "1"):
-                return True
-            if low in ("false", "no", "0"):
-                return False
-            raise ValueError
-        return want(text)
-    except ValueError:
-        raise ValueError(f"grid: {name}={text!r} is not a valid {want.__name__}") from None
-
-
-def parse_grid(experiment: str, tokens) -> dict[str, list]:
-    """'name=v1,v2,...' tokens -> {name: [values]}, each value parsed as the config field's type.
-
-    Tuple fields take the whole comma list as one value and '/' between alternatives:
-    seeds=1,42,15213 is ONE job training those seeds batched; seeds=1,2/3,4 is two jobs."""
-    types = _field_types(experiment)
-    axes: dict[str, list] = {}
-    for tok in tokens:
-        name, eq, text = tok.partition("=")
-        name = name.strip()
-        if not eq or not name or not text.strip():
-            raise ValueError(f"grid: {tok!r} is not of the form name=value[,value...]")
-        if name not in types:
-            valid = ", ".join(sorted(types))
-            raise ValueError(f"grid: unknown parameter {name!r} for {experiment}; valid: {valid}")
-        if name in axes:
-            raise ValueError(f"grid: {name} is given twice")
-        want, default = types[name]
-        if want is tuple:
-            elem = type(default[0]) if default else int
-            axes[name] = [
-                tuple(_scalar(name, t, elem) for t in alt.split(",") if t.strip()) for alt in text.split("/")
-            ]
-        else:
-            axes[name] = [_scalar(name, t, want) for t in text.split(",")]
-    return axes
-
-
-def _axis(name: str, values, want) -> list:
-    if want is tuple:  # a bare tuple is one value; a list must hold tuples (one batched job each)
-        if isinstance(values, tuple):
-            return [values]
-        if not all(isinstance(v, (list, tuple)) for v in values):
-            raise ValueError(
-                f"grid: {name} takes tuples of values (one batched job each), got {values!r}"
-                + ("; for one job per seed use seed=[...]" if name == "seeds" else "")
-            )
-        return [tuple(v) for v in values]
-    return list(values) if isinstance(values, (list, tuple, range)) else [values]
-
-
-def grid(experiment: str, axes: dict | None = None, profile: str = "quick") -> list:
-    """The validated configs of the cartesian product of `axes` under `profile`, in order, no duplicates.
-
-    An invalid point raises before anything is trained or submitted."""
-    types = _field_types(experiment)
-    C._check_choice("profile", profile, C.PROFILES)
-    axes = dict(axes or {})
-    if "seed" in axes and "seeds" in axes:
-        raise ValueError("grid: give seed (one job per seed) or seeds (seeds batched in one job), not both")
-    for name in axes:
-        if name not in types:
-            valid = ", ".join(sorted(types))
-            raise ValueError(f"grid: unknown parameter {name!r} for {experiment}; valid: {valid}")
-    names = list(axes)
-    values = [_axis(n, axes[n], types[n][0]) for n in names]
-    configs, seen = [], set()
-    for point in itertools.product(*values):
-        params = dict(zip(names, point))
-        try:
-            cfg = C.resolve(experiment, params, profile)
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"grid point {params}: {e}") from None
-        h = C.config_hash(cfg)
-        if h not in seen:
-            seen.add(h)
-            configs.append(cfg)
-    if "lam" in axes and any(c.penalty == "none" and c.lam for c in configs):
-        warnings.warn(
-            "lam has no effect with penalty='none'; add e.g. penalty=anti_flat to the grid", stacklevel=2
-        )
-    return configs
 
 
 # ----------------------------------------------------------------------------------------------- job
@@ -227,167 +132,6 @@ class _Inline:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-# -------------------------------------------------------------------------------------------- status
-
-
-@dataclass
-class Row:
-    hash: str
-    params: dict
-    state: str
-    detail: str = ""
-    path: str = ""
-    log: str | None = None
-    job_id: str | None = None
-
-
-def _varying(configs) -> list[str]:
-    dicts = [C.hashed_dict(c) for c in configs]
-    return [k for k in dicts[0] if any(d.get(k) != dicts[0][k] for d in dicts)] if len(dicts) > 1 else []
-
-
-def _job_records(root: Path, experiment: str) -> dict[str, dict]:
-    """The latest job record of every hash over all sweeps of this experiment."""
-    records: dict[str, dict] = {}
-    for f in sorted((root / experiment / SWEEPS).glob("*/jobs.json")):
-        try:
-            for rec in store.read_json(f).get("jobs", []):
-                records[rec["hash"]] = rec
-        except (store.StoreError, AttributeError, KeyError, TypeError):
-            continue
-    return records
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def _slurm_state(rec: dict) -> str | None:
-    if shutil.which("sacct") is None:
-        return None
-    try:
-        from submitit.slurm.slurm import SlurmJob
-
-        return SlurmJob(folder=rec["folder"], job_id=rec["job_id"]).state
-    except Exception:
-        return None
-
-
-def _job_state(rec: dict) -> tuple[str, str] | None:
-    """(state, detail) that a job record tells about a point the store does not show as finished."""
-    if rec.get("outcome") == "failed":
-        return "failed", rec.get("detail") or "the job failed"
-    if rec.get("executor") != "slurm" or rec.get("outcome"):
-        return None
-    result = Path(rec.get("result_pickle", ""))
-    if result.is_file():
-        try:
-            from submitit.core.utils import pickle_load
-
-            kind, value = pickle_load(result)
-        except Exception as e:
-            return "failed", f"unreadable job result {result}: {type(e).__name__}: {e}"
-        return ("failed", _last_line(value)) if kind == "error" else None
-    state = _slurm_state(rec)
-    if state is None or state.startswith("UNKNOWN"):
-        return "submitted", f"Slurm job {rec['job_id']}"
-    word = state.split()[0]
-    if word in _SLURM_QUEUED:
-        return "queued", f"Slurm job {rec['job_id']} {word}"
-    if word in _SLURM_RUNNING:
-        return "running", f"Slurm job {rec['job_id']} {word}"
-    if word == "COMPLETED":
-        return None
-    return "failed", f"Slurm job {rec['job_id']} {state}"
-
-
-def _lock_held(folder: Path) -> bool:
-    lock = folder / ".lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-def _logged_to(folder: Path) -> str:
-    try:
-        steps = [r[0] for r in store.Metrics.read(folder / "metrics.csv").rows]
-        return f", logged to step {max(steps)}" if steps else ""
-    except store.StoreError:
-        return ""
-
-
-def _point(cfg, root: Path, rec: dict | None, params: dict) -> Row:
-    h = C.config_hash(cfg)
-    folder = store.run_dir(cfg.experiment, h, root)
-    row = Row(h, params, "missing", path=str(folder))
-    if rec:
-        row.log, row.job_id = rec.get("log"), rec.get("job_id")
-    if store.is_done(folder):
-        try:
-            done = train.load(cfg, root).summary
-            row.state, row.detail = "done", f"{done.get('seconds', '?')} s on {done.get('device', '?')}"
-            return row
-        except store.StoreError as e:
-            row.state, row.detail = "failed", f"stored run is damaged ({e}); resubmitting retrains it"
-            return row
-    if (folder / "FAILED").exists():
-        try:
-            reason = store.read_json(folder / "FAILED").get("reason", "")
-        except store.StoreError:
-            reason = "FAILED marker unreadable"
-        row.state, row.detail = "diverged", reason.split(";")[0]
-        return row
-    ckpt = (folder / "checkpoint.pt").exists()
-    resume = f"checkpoint{_logged_to(folder)}; resubmitting resumes" if ckpt else ""
-    job = _job_state(rec) if rec else None
-    if _lock_held(folder):
-        row.state, row.detail = "running", resume or "training on this machine"
-    elif job is not None:
-        row.state = job[0]
-        row.detail = f"{job[1]} ({resume})" if resume and job[0] == "failed" else job[1]
-    elif ckpt:
-        row.state, row.detail = "partial", resume
-    return row
-
-
-def status(configs, root=None) -> list[Row]:
-    """One row per config: done | diverged | failed | running | queued | submitted | partial | missing,
-    with a detail (time, reason, Slurm state, checkpoint step) and the job's log where one ran."""
-    root = Path(root or paths.RESULTS).resolve()
-    varying = _varying(configs)
-    records = {e: _job_records(root, e) for e in {c.experiment for c in configs}}
-    rows = []
-    for cfg in configs:
-        h, d = C.config_hash(cfg), C.hashed_dict(cfg)
-        rows.append(_point(cfg, root, records[cfg.experiment].get(h), {k: d[k] for k in varying}))
-    return rows
-
-
-def collect(configs, root=None, *, allow_missing: bool = False) -> list[train.Run]:
-    """The stored runs of configs, found by config hash; never trains. StoreError names the runs that
-    are not finished (unless allow_missing, which returns the finished ones)."""
-    runs, missing = [], []
-    for cfg in configs:
-        try:
-            runs.append(train.load(cfg, root))
-        except store.StoreError:
-            missing.append(C.config_hash(cfg))
-    if missing and not allow_missing:
-        where = Path(root or paths.RESULTS).resolve()
-        raise store.StoreError(
-            f"{len(missing)} of {len(configs)} runs are not finished in {where}: {', '.join(missing)}; "
-            "run the sweep (python -m grokprobe.sweep ...) first"
-        )
-    return runs
 
 
 # -------------------------------------------------------------------------------------------- submit
@@ -512,8 +256,8 @@ class Sweep:
 
 
 def _new_folder(root: Path, experiment: str) -> Path:
-    # microseconds in the name: _job_records reads sweeps in name order, and two sweeps started
-    # within one second must still sort by creation (a resubmission overrides the older record)
+    # microseconds in the name: sweep_status._job_records reads sweeps in name order, and two sweeps
+    # started within one second must still sort by creation (a resubmission overrides the older record)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = root / experiment / SWEEPS / f"{stamp}-{uuid.uuid4().hex[:4]}"
     folder.mkdir(parents=True)
@@ -583,27 +327,6 @@ def submit(
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def format_rows(rows: list[Row]) -> str:
-    names = list(rows[0].params) if rows else []
-    head = ["hash", *names, "state", "detail"]
-    cells = [[r.hash, *(_fmt(r.params[n]) for n in names), r.state, r.detail] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *cells]]
-    for r in rows:
-        if r.state == "failed" and r.log:
-            lines.append(f"log of {r.hash}: {r.log}")
-    return "\n".join(lines)
-
-
-def summary_line(rows: list[Row]) -> str:
-    counts = {s: sum(r.state == s for r in rows) for s in dict.fromkeys(r.state for r in rows)}
-    return f"{len(rows)} points: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def _parser():
