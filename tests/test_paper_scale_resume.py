@@ -167,3 +167,17 @@ def test_hf_sst5_run_resumes_bitwise_after_a_crash(tmp_path, monkeypatch, arch):
     resumed = _run(cfg, root, tmp_path)
     assert resumed.summary["epochs_run"] == PARAMS["epochs"] - 1
     assert resumed.metrics.rows == ref.metrics.rows
+
+
+def test_a_damaged_finished_run_is_reported_and_trained_again(reference, data_dir, tmp_path):
+    """Finished runs go through the same store life cycle as train.run's: a truncated metrics.csv
+    under a DONE marker is never read back as a result, it is reported and retrained."""
+    root, cfg = tmp_path / "r", _cfg()
+    first = _run(cfg, root, data_dir)
+    csv = first.path / "metrics.csv"
+    csv.write_text(csv.read_text()[: len(csv.read_text()) // 2])
+    with pytest.warns(UserWarning, match="stored run is damaged, training again"):
+        again = _run(cfg, root, data_dir)
+    assert again.summary["epochs_run"] == PARAMS["epochs"]
+    assert again.metrics.rows == reference.metrics.rows and store.is_done(again.path)
+    assert _run(cfg, root, data_dir).summary == again.summary  # now simply read back

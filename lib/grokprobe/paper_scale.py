@@ -12,9 +12,9 @@ epoch. Each (condition, seed) is one stored run under results/arch_paper/<config
 are anti_flat.Outcome, so anti_flat.condition_table and the C3 function read them like digits runs.
 
 Every `checkpoint_every` epochs the run folder gets metrics.csv and checkpoint.pt (model, optimizer,
-shuffling generator, torch RNG, rows so far), written atomically by the store as train.run does for
-the other loops; run_one resumes from it, bitwise on the CPU, and an unreadable checkpoint is reported
-(a warning) and training starts over.
+shuffling generator, torch RNG, rows so far), written atomically; run_one goes through the store
+life cycle every loop shares (train.stored), so it resumes from that checkpoint, bitwise on the CPU,
+and an unreadable checkpoint or a damaged finished run is reported (a warning) and trained again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import typing
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +31,10 @@ import torch.nn.functional as F
 from . import anti_flat, store
 from . import config as C
 from . import metrics as M
+from . import train as T
 from .imagenet100 import imagenet100
 from .regularizers import Unplug, frobenius_cap, penalty_term
-from .runtime import NonFiniteLoss, configure_threads, pick_device
+from .runtime import NonFiniteLoss, pick_device
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -175,7 +175,7 @@ def _validate(model, loader, device):
     }
 
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = T.CHECKPOINT
 STATE_KEYS = ("seed_index", "seed", "epoch", "model", "opt", "gen", "torch_rng", "rows")
 
 
@@ -332,41 +332,15 @@ def train(
 
 
 def run_one(cfg, *, condition: str, root=None, data_dir=None, num_workers=8, recompute=False, progress=True):
-    """The stored run of cfg (or train it, resumed from its checkpoint where one exists, as train.run
-    does for the other loops): one anti_flat.Outcome per seed; a divergence is kept."""
-    configure_threads()
-    folder = store.run_dir(cfg.experiment, C.config_hash(cfg), root)
-    with store.locked(folder):
-        if recompute:
-            for name in ("DONE", "FAILED", "metrics.csv", CHECKPOINT):
-                (folder / name).unlink(missing_ok=True)
-        if store.is_done(folder):
-            m = store.check_complete(folder, C.hashed_dict(cfg))
-            return [
-                anti_flat.Outcome(condition, s, cfg, m, folder, summary=store.read_json(folder / "DONE"))
-                for s in cfg.seeds
-            ]
+    """The stored run of cfg, or train it through the store's life cycle that every loop shares
+    (train.stored: resumed from its checkpoint, a damaged run retrained): one anti_flat.Outcome per
+    seed; a divergence is kept as an outcome, not raised."""
+
+    def make_trainer():  # after the store's DONE check, so a finished run never opens its data
         build, data, collate, _ = datasets(cfg, data_dir)
-        store.write_json(folder / "config.json", {"experiment": cfg.experiment, "config": C.hashed_dict(cfg)})
-        resume = None
-        if (folder / CHECKPOINT).exists():
-            try:
-                resume = check_resume(store.load_torch(folder / CHECKPOINT), cfg)
-                if progress:
-                    print(
-                        f"resuming {folder.name} from seed {resume['seed']} epoch {resume['epoch']}",
-                        flush=True,
-                    )
-            except store.StoreError as e:
-                warnings.warn(f"{folder / CHECKPOINT}: {e}; starting from epoch 0", stacklevel=2)
 
-        def checkpoint(state, rows):
-            store.write_metrics(folder / "metrics.csv", rows)
-            store.save_torch(folder / CHECKPOINT, state)
-
-        (folder / "FAILED").unlink(missing_ok=True)
-        try:
-            rows, summary = train(
+        def trainer(cfg, *, resume, checkpoint, progress):
+            return train(
                 cfg,
                 build=build,
                 data=data,
@@ -376,21 +350,27 @@ def run_one(cfg, *, condition: str, root=None, data_dir=None, num_workers=8, rec
                 resume=resume,
                 checkpoint=checkpoint,
             )
-        except NonFiniteLoss as e:
-            store.write_metrics(folder / "metrics.csv", e.rows)
-            store.mark_failed(folder, str(e))
-            m = store.Metrics(e.rows)
-            return [
-                anti_flat.Outcome(condition, s, cfg, m, folder, diverged=str(e), diverged_at=e.step)
-                for s in cfg.seeds
-            ]
-        store.write_metrics(folder / "metrics.csv", rows)
-        store.mark_done(folder, len(rows), summary)
-        (folder / CHECKPOINT).unlink(missing_ok=True)
+
+        return trainer
+
+    try:
+        run = T.stored(
+            cfg,
+            make_trainer,
+            recompute=recompute,
+            progress=progress,
+            root=root,
+            check_resume=lambda state: check_resume(state, cfg),
+        )
+    except NonFiniteLoss as e:
+        folder, m = store.run_dir(cfg.experiment, C.config_hash(cfg), root), store.Metrics(e.rows)
         return [
-            anti_flat.Outcome(condition, s, cfg, store.Metrics(rows), folder, summary=summary)
+            anti_flat.Outcome(condition, s, cfg, m, folder, diverged=str(e), diverged_at=e.step)
             for s in cfg.seeds
         ]
+    return [
+        anti_flat.Outcome(condition, s, cfg, run.metrics, run.path, summary=run.summary) for s in cfg.seeds
+    ]
 
 
 def run_conditions(

@@ -12,6 +12,7 @@ from . import classify, grokking, store
 from . import config as C
 from .runtime import NonFiniteLoss, configure_threads, determinism
 
+CHECKPOINT = "checkpoint.pt"
 TRAINERS = {"grokking": grokking.train, "anti_flat": classify.train, "collapse": classify.train}
 
 
@@ -36,18 +37,33 @@ def load(cfg, root=None) -> Run:
 
 def run(cfg, *, recompute: bool = False, progress: bool = True, root=None) -> Run:
     C.validate(cfg)
+    return stored(cfg, lambda: TRAINERS[cfg.experiment], recompute=recompute, progress=progress, root=root)
+
+
+def stored(cfg, make_trainer, *, recompute=False, progress=True, root=None, check_resume=None) -> Run:
+    """The store's life cycle, shared by every training loop (run above; paper_scale.run_one).
+
+    Under the run folder's lock: the finished run if there is one (a damaged one is reported and
+    trained again), else make_trainer() -- called only then, so a finished run never loads its data
+    -- gives trainer(cfg, resume=, checkpoint=, progress=) -> (rows, summary), which is resumed from
+    checkpoint.pt where that loads (and passes check_resume(state), which raises StoreError for a
+    checkpoint this loop cannot continue). A non-finite loss keeps the rows so far, marks the
+    folder FAILED and re-raises.
+    """
     configure_threads()
     folder = store.run_dir(cfg.experiment, C.config_hash(cfg), root)
+    unit = "step" if hasattr(cfg, "steps") else "epoch"
     with store.locked(folder):
         if recompute:
-            for name in ("DONE", "FAILED", "metrics.csv", "checkpoint.pt"):
+            for name in ("DONE", "FAILED", "metrics.csv", CHECKPOINT):
                 (folder / name).unlink(missing_ok=True)
         if store.is_done(folder):
             try:
                 return load(cfg, root)
             except store.StoreError as e:
-                warnings.warn(f"stored run is damaged, training again: {e}", stacklevel=2)
+                warnings.warn(f"stored run is damaged, training again: {e}", stacklevel=3)
                 (folder / "DONE").unlink(missing_ok=True)
+        trainer = make_trainer()
         store.write_json(
             folder / "config.json",
             {
@@ -58,39 +74,42 @@ def run(cfg, *, recompute: bool = False, progress: bool = True, root=None) -> Ru
             },
         )
         resume = None
-        if (folder / "checkpoint.pt").exists():
+        if (folder / CHECKPOINT).exists():
             try:
-                resume = store.load_torch(folder / "checkpoint.pt")
+                resume = store.load_torch(folder / CHECKPOINT)
+                if check_resume is not None:
+                    resume = check_resume(resume)
                 if progress:
-                    at = (
-                        f"step {resume['step']}"
-                        if "step" in resume
-                        else f"seed {resume['seed_index']} epoch {resume['epoch']}"
-                    )
-                    print(f"resuming {folder.name} from {at}", flush=True)
+                    print(f"resuming {folder.name} from {_resume_point(cfg, resume)}", flush=True)
             except store.StoreError as e:
-                warnings.warn(f"{e}; starting from step 0", stacklevel=2)
+                resume = None
+                warnings.warn(f"{folder / CHECKPOINT}: {e}; starting from {unit} 0", stacklevel=3)
 
         def checkpoint(state, rows):
             store.write_metrics(folder / "metrics.csv", rows)
-            store.save_torch(folder / "checkpoint.pt", state)
+            store.save_torch(folder / CHECKPOINT, state)
 
         (folder / "FAILED").unlink(missing_ok=True)
         try:
-            with determinism(cfg.deterministic):
-                rows, summary = TRAINERS[cfg.experiment](
-                    cfg, resume=resume, checkpoint=checkpoint, progress=progress
-                )
+            with determinism(getattr(cfg, "deterministic", False)):
+                rows, summary = trainer(cfg, resume=resume, checkpoint=checkpoint, progress=progress)
         except NonFiniteLoss as e:
             store.write_metrics(folder / "metrics.csv", e.rows)
             store.mark_failed(folder, str(e))
             raise
         store.write_metrics(folder / "metrics.csv", rows)
         store.mark_done(folder, len(rows), summary)
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
+        (folder / CHECKPOINT).unlink(missing_ok=True)
         if progress:
             print(f"stored {folder}", flush=True)
         return Run(cfg, folder, store.Metrics(rows), store.read_json(folder / "DONE"))
+
+
+def _resume_point(cfg, state) -> str:
+    if "step" in state:
+        return f"step {state['step']}"
+    # epoch loops train their seeds in turn: say which seed (not its index) and how far it got
+    return f"seed {cfg.seeds[state['seed_index']]} epoch {state['epoch']}"
 
 
 def clear(cfg, root=None) -> None:
