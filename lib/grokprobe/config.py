@@ -21,6 +21,10 @@ PROFILES = ("smoke", "quick", "paper")
 PAPER_SEEDS = (1, 42, 15213)
 # Fields that say where or how fast a run executes, not what it computes: outside the hash.
 NOT_HASHED = ("device", "checkpoint_every")
+# Fields added after runs were stored: hashed only when set away from their default, so a run that
+# could not have used them keeps its folder.
+HASHED_IF_SET = {"precision": "float32", "compile": False}
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class GrokConfig:
     # step >= early_stop * t, so a grid of tasks spends its steps where something still happens
     early_stop: float = 0.0  # 0 = always run all steps
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise repeats
+    # Speed knobs of the training step, off by default: grokking is sensitive to numerical
+    # precision, and neither is shown to keep Fig 1's curves (README, Performance). Metrics are
+    # always computed in float32, uncompiled.
+    precision: str = "float32"  # float32 | bfloat16 (autocast of the training forward pass)
+    compile: bool = False  # torch.compile the training forward pass
     checkpoint_every: int = 2000  # steps between resumable checkpoints
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
@@ -226,6 +235,7 @@ def validate(cfg) -> None:
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"d_model={cfg.d_model} must be divisible by n_heads={cfg.n_heads}")
         _check_choice("penalty", cfg.penalty, PENALTIES)
+        _check_choice("precision", cfg.precision, PRECISIONS)
         _check_positive(cfg, "tau", "bump")
         _check_positive(cfg, "lam", "cap", "unplug_at", "wd_after", "eta_min", allow_zero=True)
         if cfg.early_stop and cfg.early_stop < 1.0:
@@ -292,7 +302,11 @@ def from_dict(experiment: str, d: dict):
 
 def hashed_dict(cfg) -> dict:
     """The fields that decide what a run computes (what config.json stores and the hash covers)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
+    return {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k not in NOT_HASHED and not (k in HASHED_IF_SET and v == HASHED_IF_SET[k])
+    }
 
 
 def config_hash(cfg) -> str:

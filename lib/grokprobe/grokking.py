@@ -7,6 +7,8 @@ on the device (the first bad step) and checked at logging steps, where all metri
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 
 import torch
@@ -239,6 +241,12 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
             last_ckpt = at
         log_seconds += time.perf_counter() - t_log
 
+    # the speed knobs touch the training step only; metrics stay float32 and eager
+    forward = torch.compile(model.forward_prefixed, dynamic=False) if cfg.compile else model.forward_prefixed
+    if cfg.precision == "bfloat16":
+        amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    else:
+        amp = contextlib.nullcontext
     model.train()
     if pending and pending[0] == step:
         log(pending.pop(0))
@@ -251,27 +259,26 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         # linear warm-up, then constant (SPEC §4 E1); after an unplug: bump, weight decay, cosine
         warm = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         unplug.apply(opt, step, warm, cfg.weight_decay)
-        logits, phi = model.forward_prefixed(
-            prefixes, train_a[idx], train_suffix[idx]
-        )  # (S,b,2,V), (S,b,2,D)
-        tgt = train_tgt[idx]  # (S, b, 2)
-        per_seed = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), reduction="none")
-        per_seed = per_seed.view(S, -1).mean(1)  # (S,)
-        loss = per_seed.sum()  # a sum: each copy gets exactly its own gradient
-        if penalty_on(step):  # on the "=" position: phi, its logits and the answer as label
-            W = model.output_weight()
-            for s in range(S):
-                term, _ = penalty_term(
-                    cfg.penalty,
-                    lam=cfg.lam,
-                    features=phi[s, :, 0],
-                    logits=logits[s, :, 0],
-                    weight=W[s],
-                    labels=tgt[s, :, 0],
-                    tau=cfg.tau,
-                    normalize_features=cfg.normalize_features,
-                )
-                loss = loss + term
+        with amp():
+            logits, phi = forward(prefixes, train_a[idx], train_suffix[idx])  # (S,b,2,V), (S,b,2,D)
+            tgt = train_tgt[idx]  # (S, b, 2)
+            per_seed = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), reduction="none")
+            per_seed = per_seed.view(S, -1).mean(1)  # (S,)
+            loss = per_seed.sum()  # a sum: each copy gets exactly its own gradient
+            if penalty_on(step):  # on the "=" position: phi, its logits and the answer as label
+                W = model.output_weight()
+                for s in range(S):
+                    term, _ = penalty_term(
+                        cfg.penalty,
+                        lam=cfg.lam,
+                        features=phi[s, :, 0],
+                        logits=logits[s, :, 0],
+                        weight=W[s],
+                        labels=tgt[s, :, 0],
+                        tau=cfg.tau,
+                        normalize_features=cfg.normalize_features,
+                    )
+                    loss = loss + term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
