@@ -19,8 +19,8 @@ def _train(**kw):
 
 def test_defaults_keep_the_hash_of_runs_stored_before_the_knobs_existed():
     base = _cfg()
-    assert "precision" not in config.hashed_dict(base) and "compile" not in config.hashed_dict(base)
-    hashes = {config.config_hash(c) for c in (base, _cfg(precision="bfloat16"), _cfg(compile=True))}
+    assert "precision" not in config.hashed_dict(base) and "torch_compile" not in config.hashed_dict(base)
+    hashes = {config.config_hash(c) for c in (base, _cfg(precision="bfloat16"), _cfg(torch_compile=True))}
     assert len(hashes) == 3
     assert config.hashed_dict(_cfg(precision="bfloat16"))["precision"] == "bfloat16"
 
@@ -28,8 +28,8 @@ def test_defaults_keep_the_hash_of_runs_stored_before_the_knobs_existed():
 def test_unknown_precision_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match=r"precision.*float32.*bfloat16"):
         _cfg(precision="float16")
-    with pytest.raises(TypeError, match="compile"):
-        _cfg(compile="yes")
+    with pytest.raises(TypeError, match="torch_compile"):
+        _cfg(torch_compile="yes")
 
 
 def test_bfloat16_trains_close_to_float32_but_not_identically():
@@ -44,7 +44,7 @@ def test_bfloat16_trains_close_to_float32_but_not_identically():
 
 
 def test_compiled_step_matches_eager():
-    ref, comp = _train(), _train(compile=True)
+    ref, comp = _train(), _train(torch_compile=True)
     assert ref.keys() == comp.keys()
     for k in ref:
         if k[3] in ("loss", "acc"):

@@ -23,7 +23,7 @@ PAPER_SEEDS = (1, 42, 15213)
 NOT_HASHED = ("device", "checkpoint_every")
 # Fields added after runs were stored: hashed only when set away from their default, so a run that
 # could not have used them keeps its folder.
-HASHED_IF_SET = {"precision": "float32", "compile": False}
+HASHED_IF_SET = {"precision": "float32", "torch_compile": False}
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -73,7 +73,7 @@ class GrokConfig:
     # precision, and neither is shown to keep Fig 1's curves (README, Performance). Metrics are
     # always computed in float32, uncompiled.
     precision: str = "float32"  # float32 | bfloat16 (autocast of the training forward pass)
-    compile: bool = False  # torch.compile the training forward pass
+    torch_compile: bool = False  # torch.compile the training forward pass
     checkpoint_every: int = 2000  # steps between resumable checkpoints
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 

@@ -242,7 +242,9 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         log_seconds += time.perf_counter() - t_log
 
     # the speed knobs touch the training step only; metrics stay float32 and eager
-    forward = torch.compile(model.forward_prefixed, dynamic=False) if cfg.compile else model.forward_prefixed
+    forward = (
+        torch.compile(model.forward_prefixed, dynamic=False) if cfg.torch_compile else model.forward_prefixed
+    )
     if cfg.precision == "bfloat16":
         amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
     else:
