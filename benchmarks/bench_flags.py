@@ -26,12 +26,12 @@ KNOBS = {
 }
 
 
-def one(over: dict, p: int, steps: int, seeds: int, log_points: int) -> tuple[float, float]:
+def one(over: dict, p: int, steps: int, seeds: int, log_points: int, device: str) -> tuple[float, float]:
     """(ms per steady-state step, seconds before it) of one run."""
     cfg = config.resolve(
         "grokking",
         dict(
-            p=p, steps=steps, seeds=list(range(seeds)), lr=1e-3, log_points=log_points, device="cpu", **over
+            p=p, steps=steps, seeds=list(range(seeds)), lr=1e-3, log_points=log_points, device=device, **over
         ),
         "quick",
     )
@@ -46,6 +46,7 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,11 +58,11 @@ def main() -> None:
     warm = {k: [] for k in KNOBS}
     for _ in range(rounds):
         for name, over in KNOBS.items():
-            m, w = one(over, p, steps, seeds, log_points)
+            m, w = one(over, p, steps, seeds, log_points, args.device)
             ms[name].append(m)
             warm[name].append(w)
     print(
-        f"== E1 training step, p={p}, {seeds} seeds batched, {steps} steps x {rounds} rounds, {torch.get_num_threads()} thread(s)"
+        f"== E1 training step on {args.device}, p={p}, {seeds} seeds batched, {steps} steps x {rounds} rounds, {torch.get_num_threads()} thread(s)"
     )
     base = sum(ms["float32 eager (default)"]) / rounds
     for name in KNOBS:
