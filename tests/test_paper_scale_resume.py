@@ -181,3 +181,24 @@ def test_a_damaged_finished_run_is_reported_and_trained_again(reference, data_di
     assert again.summary["epochs_run"] == PARAMS["epochs"]
     assert again.metrics.rows == reference.metrics.rows and store.is_done(again.path)
     assert _run(cfg, root, data_dir).summary == again.summary  # now simply read back
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path, monkeypatch):
+    """Same config (same folder), but the data folder gained a class: the checkpoint's classifier
+    has the old shape. Say so, with what to do, instead of torch's size-mismatch dump."""
+    data = tmp_path / "data"
+    _image_folder(data / "imagenet100")
+    root, cfg = tmp_path / "r", _cfg()
+    _crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(Crash):
+        _run(cfg, root, data)
+    monkeypatch.undo()
+    for split in ("train_data", "val_data"):  # a third class appears
+        (data / "imagenet100" / split / "n01").rename(data / "imagenet100" / split / "n03")
+        new_class = data / "imagenet100" / split / "n01"
+        new_class.mkdir()
+        for f in (data / "imagenet100" / split / "n02").iterdir():
+            (new_class / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(store.StoreError, match=r"does not fit the model.*recompute=True"):
+        _run(cfg, root, data)
+    assert (_folder(cfg, root) / paper_scale.CHECKPOINT).exists()  # nothing was thrown away

@@ -198,7 +198,14 @@ def _state(si, seed, epoch, model, opt, g, device, rows) -> dict:
 
 
 def _restore(state, model, opt, g, device) -> None:
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # same config hash, other model: the data folder's classes changed
+        first = str(e).strip().splitlines()[-1].strip()
+        raise store.StoreError(
+            f"the run's {CHECKPOINT} does not fit the model built now ({first}); did the data folder "
+            "change under the same config? Delete the checkpoint or rerun with recompute=True"
+        ) from None
     opt.load_state_dict(state["opt"])
     g.set_state(state["gen"])
     torch.set_rng_state(state["torch_rng"])
