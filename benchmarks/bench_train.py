@@ -49,11 +49,11 @@ class NaiveDecoder(nn.Module):
         return self.out(h)  # (B, T, V): every position, as typical repos do
 
 
-def naive_run(steps: int, p: int, frac: float, batch: int):
+def naive_run(steps: int, p: int, frac: float, batch: int, seed: int = 0, lr: float = 1e-3):
     data = modular_arithmetic(p, "+", frac)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = NaiveDecoder(data.vocab_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=1.0)
     ds = torch.utils.data.TensorDataset(data.train.inputs, data.train.targets)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True)
     step, history = 0, []

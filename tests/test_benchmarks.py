@@ -19,6 +19,8 @@ BENCH = paths.ROOT / "benchmarks"
         ("bench_train.py", "RATIO"),
         ("bench_seeds.py", "RATIO"),
         ("bench_logging.py", "SHARE paper"),
+        ("bench_quick_profile.py", "RATIO"),
+        ("bench_flags.py", "RATIO vs default"),
     ],
 )
 def test_benchmark_runs_quick_and_prints_its_number(script, marker):
