@@ -55,3 +55,9 @@ def test_compiled_step_matches_eager():
     for k in ref:
         if k[3] in ("loss", "acc"):
             assert comp[k] == pytest.approx(ref[k], rel=1e-4, abs=1e-5), k
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(grokking.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"torch_compile=True on the CPU needs a C\+\+ compiler"):
+        grokking.train(_cfg(torch_compile=True), progress=False)

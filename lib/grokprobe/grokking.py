@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shutil
 import time
 
 import torch
@@ -242,6 +243,11 @@ def train(cfg, *, resume=None, checkpoint=None, progress=True):
         log_seconds += time.perf_counter() - t_log
 
     # the speed knobs touch the training step only; metrics stay float32 and eager
+    if cfg.torch_compile and device.type == "cpu" and not (shutil.which("g++") or shutil.which("clang++")):
+        raise RuntimeError(
+            "torch_compile=True on the CPU needs a C++ compiler (g++ or clang++) for torch.compile's "
+            "inductor backend; install one (e.g. apt install g++) or leave torch_compile off"
+        )
     forward = (
         torch.compile(model.forward_prefixed, dynamic=False) if cfg.torch_compile else model.forward_prefixed
     )
