@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grokprobe import anti_flat as A
+from grokprobe import anti_flat_tables as AT
 from grokprobe import data, paths, store, train
 from grokprobe import plots_anti_flat as PA
 from grokprobe.regularizers import Unplug
@@ -135,7 +136,7 @@ def test_conditions_share_the_run_up_to_the_unplug_and_part_after(smoke_outcomes
     for a, b in (("reg", "unplug"), ("reg", "reg_bump"), ("baseline", "bump_only")):
         va, vb = (out[c][seed].series("kappa")[1] for c in (a, b))
         assert np.array_equal(va[:4], vb[:4]) and not np.array_equal(va[4:], vb[4:]), (a, b)
-    rows = A.condition_table(out, unplug_at=3)
+    rows = AT.condition_table(out, unplug_at=3)
     assert {r["condition"] for r in rows} == set(A.CONDITIONS) and all(r["status"] == "ok" for r in rows)
 
 
@@ -160,7 +161,7 @@ def test_a_diverged_sweep_point_is_kept_drawn_and_not_retrained(results, monkeyp
     ok = A.Outcome("reg", 1, None, o.metrics, o.path)  # the same curve, not diverged, for contrast
     fig = PA.sweep([(0.5, ok), (1.0, o)], kind="lam", unplug_at=1, task="digits")
     assert any("diverged" in t.get_text() for t in fig.axes[3].texts)
-    assert "diverged" in A.sweep_table([(1.0, o)], kind="lam", unplug_at=1)[0]["status"]
+    assert "diverged" in AT.sweep_table([(1.0, o)], kind="lam", unplug_at=1)[0]["status"]
     matplotlib.pyplot.close(fig)
 
 
@@ -190,7 +191,7 @@ def c3(**conds):
         c: {1: fake(c, *v[:2], R=v[2] if len(v) > 2 else None) if isinstance(v, tuple) else v}
         for c, v in conds.items()
     }
-    return A.c3_anti_flatness_delays_generalization(out, task="digits", unplug_at=5)
+    return AT.c3_anti_flatness_delays_generalization(out, task="digits", unplug_at=5)
 
 
 def test_c3_reproduced_when_delayed_sharper_and_recovered():
@@ -243,5 +244,5 @@ def test_grokking_conditions_train_the_seeds_batched(results):
     assert out["unplug"][seeds[0]].path == out["unplug"][seeds[1]].path  # one run, both seeds
     x, on = out["unplug"][seeds[0]].series("penalty_on")
     assert on[x < 8].all() and not on[x >= 8].any()
-    r = A.c3_anti_flatness_delays_generalization(out, task="grokking", unplug_at=8)
+    r = AT.c3_anti_flatness_delays_generalization(out, task="grokking", unplug_at=8)
     assert r["claim"] == "C3/grokking" and r["unit"] == "step" and len(r["per_seed"]) == 2

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from grokprobe import anti_flat, arch_runs, architectures, config, hf, imagenet100, paper_scale
+from grokprobe import (
+    anti_flat,
+    anti_flat_tables,
+    arch_runs,
+    architectures,
+    config,
+    hf,
+    imagenet100,
+    paper_scale,
+)
 from grokprobe.classifiers import build_classifier
 
 
@@ -151,7 +160,7 @@ def test_vit_tiny_imagenet100_path_trains_end_to_end(tmp_path):
     assert o.status == "ok"
     assert list(o.series("penalty_on")[1]) == [1.0, 0.0]
     assert len(o.series("acc", "val")[0]) == 3 and np.isfinite(o.series("kappa")[1]).all()
-    row = anti_flat.condition_table(out, unplug_at=1)[0]
+    row = anti_flat_tables.condition_table(out, unplug_at=1)[0]
     assert row["condition"] == "unplug" and row["val_acc"] is not None
     again = paper_scale.run_conditions(
         "vit_tiny_patch16_224", seeds=[1], params=params, conditions=("unplug",), root=tmp_path / "r",

@@ -11,7 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from grokprobe import analysis, classify, collapse, config, paths, plots_collapse, regularizers, store, train
+from grokprobe import (
+    analysis,
+    classify,
+    collapse,
+    collapse_tables,
+    config,
+    paths,
+    plots_collapse,
+    regularizers,
+    store,
+    train,
+)
 from grokprobe.data import ImageData
 from grokprobe.metrics import ANGLE_QUANTILES, simplex_etf_angle
 
@@ -188,7 +199,7 @@ def test_c2_holds_when_ncc_moves_and_accuracy_stays():
         "prevent": fake_outcome("prevent", 0.1, finals([0.96, 0.97, 0.96], [0.5, 0.9, 0.45])),
         "encourage": fake_outcome("encourage", 1.0, finals(0.98, 0.08)),
     }
-    r = collapse.c2_collapse_not_necessary(out, profile="quick")
+    r = collapse_tables.c2_collapse_not_necessary(out, profile="quick")
     assert r["verdict"] == "reproduced" and r["claim"] == "C2"
     pd = {d["direction"]: d for d in r["per_direction"]}
     assert pd["prevent"]["ncc_ratio"] == pytest.approx((0.5 + 0.9 + 0.45) / 3 / 0.2)
@@ -196,8 +207,8 @@ def test_c2_holds_when_ncc_moves_and_accuracy_stays():
     assert len(r["per_seed"]) == 9
     # the paper profile's tolerance is 2 points: a 2.5-point drop is a finding there
     out["prevent"] = fake_outcome("prevent", 0.1, finals(0.95, 0.6))
-    assert collapse.c2_collapse_not_necessary(out, profile="quick")["verdict"] == "reproduced"
-    r = collapse.c2_collapse_not_necessary(out, profile="paper", task="cifar10")
+    assert collapse_tables.c2_collapse_not_necessary(out, profile="quick")["verdict"] == "reproduced"
+    r = collapse_tables.c2_collapse_not_necessary(out, profile="paper", task="cifar10")
     assert r["verdict"] == "not reproduced" and r["claim"] == "C2/cifar10"
     assert "accuracy changed" in r["summary"]
 
@@ -205,10 +216,10 @@ def test_c2_holds_when_ncc_moves_and_accuracy_stays():
 def test_c2_is_inconclusive_when_ncc_does_not_move_or_a_seed_diverges():
     base = fake_outcome("baseline", 0, finals(0.97, 0.2))
     weak = {"baseline": base, "encourage": fake_outcome("encourage", 1e-3, finals(0.97, 0.15))}
-    r = collapse.c2_collapse_not_necessary(weak, profile="quick")
+    r = collapse_tables.c2_collapse_not_necessary(weak, profile="quick")
     assert r["verdict"] == "inconclusive" and r["per_direction"][0]["outcome"] == "NCC did not move"
     bad = {"baseline": base, "prevent": fake_outcome("prevent", 1.0, finals(0.9, 2.0), (1, 2), {3: 4})}
-    r = collapse.c2_collapse_not_necessary(bad, profile="quick")
+    r = collapse_tables.c2_collapse_not_necessary(bad, profile="quick")
     assert r["verdict"] == "inconclusive" and r["per_direction"][0]["diverged"] == [3]
     row = next(x for x in r["per_seed"] if x["seed"] == 3 and x["condition"] == "prevent")
     assert (row["condition"], row["diverged_at"], row["val_acc"]) == ("prevent", 4, None)
@@ -216,7 +227,7 @@ def test_c2_is_inconclusive_when_ncc_does_not_move_or_a_seed_diverges():
     # a seed that no longer fits its training set: the penalty broke training, not generalization
     unfit = {("val", "acc"): [0.97, 0.0, 0.96], ("train", "acc"): [1.0, 0.0, 0.99], ("train", "ncc"): 3.0}
     unfit[("train", "kappa")] = 1.0
-    r = collapse.c2_collapse_not_necessary(
+    r = collapse_tables.c2_collapse_not_necessary(
         {"baseline": base, "prevent": fake_outcome("prevent", 1e-3, unfit)}, profile="quick"
     )
     assert r["verdict"] == "inconclusive" and r["per_direction"][0]["outcome"] == "training failed"
@@ -245,18 +256,20 @@ def test_choose_lambda_takes_the_smallest_stable_lambda_that_moves_ncc_2x():
         sweep_row("encourage", 1.0, 0.45),
         sweep_row("encourage", 3.0, 0.3),
     ]
-    p = collapse.choose_lambda(rows, direction="prevent")
+    p = collapse_tables.choose_lambda(rows, direction="prevent")
     assert p["lam"] == 0.03 and "diverged at 3" in p["why"]
-    assert collapse.choose_lambda(rows, direction="encourage")["lam"] == 1.0
+    assert collapse_tables.choose_lambda(rows, direction="encourage")["lam"] == 1.0
     rows[2]["train_acc"] = 90.0  # NCC moved, but the model no longer fits the training set
-    p = collapse.choose_lambda(rows, direction="prevent")
+    p = collapse_tables.choose_lambda(rows, direction="prevent")
     assert p["lam"] is None and "x1.50 at lam=0.01" in p["why"]
-    picks = collapse.chosen_lams(task="digits", sweep_rows=rows)
+    picks = collapse_tables.chosen_lams(task="digits", sweep_rows=rows)
     assert (
         picks["prevent"]["lam"] == collapse.LAMBDAS["digits"]["prevent"] and picks["encourage"]["lam"] == 1.0
     )
-    assert collapse.chosen_lams(task="cifar10", sweep_rows=rows)["encourage"]["lam"] == 1e-3  # the paper's
-    assert collapse.chosen_lams(task="digits", lam=0.2, direction="prevent") == {
+    assert (
+        collapse_tables.chosen_lams(task="cifar10", sweep_rows=rows)["encourage"]["lam"] == 1e-3
+    )  # the paper's
+    assert collapse_tables.chosen_lams(task="digits", lam=0.2, direction="prevent") == {
         "prevent": {"lam": 0.2, "why": "set by the lam parameter"}
     }
 
@@ -288,7 +301,7 @@ def test_conditions_sweep_claim_and_figures_end_to_end(results, monkeypatch):
     out = collapse.run_conditions(cfgs, runner)
     names = {m for _, m in out["baseline"].metrics.names}
     assert set(ANGLE_QUANTILES) | {"ncc", "nc1", "nc4", "mean_distance", "batch_loss"} <= names
-    rows = collapse.summary_rows(out)
+    rows = collapse_tables.summary_rows(out)
     assert [r["condition"] for r in rows] == ["baseline", "prevent", "encourage"]
     assert rows[0]["ncc/baseline"] == pytest.approx(1.0)
     sweep = collapse.run_sweep(
@@ -305,7 +318,7 @@ def test_conditions_sweep_claim_and_figures_end_to_end(results, monkeypatch):
     # the same config as the prevent condition: reused, not retrained even under recompute
     assert sweep[0]["outcome"].paths == out["prevent"].paths
     assert len(trained) == 4 and trained[-1].lam == 1e5
-    c2 = collapse.c2_collapse_not_necessary(out, profile="smoke")
+    c2 = collapse_tables.c2_collapse_not_necessary(out, profile="smoke")
     assert c2["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     for fig in (
         plots_collapse.accuracy_flatness_ncc(out),

@@ -1,6 +1,6 @@
 """Notebook 02 (SPEC §3.2, §4 E3, D13-D16): does penalising flatness delay generalization, and does
 unplugging the penalty restore it? Conditions, configs, the runs and the sweeps; the per-task tables
-and claim C3 are in anti_flat_tables, re-exported here.
+and claim C3 are in anti_flat_tables.
 
 Conditions, each seed its own stored run (grokking: the seeds batched in one run):
 
@@ -31,18 +31,6 @@ import numpy as np
 
 from . import config as C
 from . import store, train
-
-# Notebooks 02/04, arch_runs and paper_scale call the tables and C3 as anti_flat.X.
-from .anti_flat_tables import (  # noqa: F401
-    C3_COLUMNS,
-    DELAY_FACTOR,
-    KAPPA_FACTOR,
-    RECOVERY,
-    c3_anti_flatness_delays_generalization,
-    condition_table,
-    reg_window,
-    sweep_table,
-)
 from .runtime import NonFiniteLoss
 
 CONDITIONS = ("baseline", "reg", "unplug", "bump_only", "reg_bump")

@@ -1,22 +1,15 @@
 """Notebook 02's per-task tables and claim C3: the read-out of the runs that anti_flat trains. Kept
 apart from the training because they only read Outcomes, whoever built them: paper_scale builds its own,
-and arch_runs (notebook 04) reads the architectures' runs with them too. anti_flat re-exports the public
-names, so callers keep writing anti_flat.condition_table and the like.
+and arch_runs (notebook 04) reads the architectures' runs with them too. It imports anti_flat, never
+the other way round (imports point down).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .analysis import first_step
-
-# anti_flat imports this module to re-export it, so importing anti_flat back at module level would be a
-# circular import: the functions that need its constants import it when called.
-if TYPE_CHECKING:
-    from .anti_flat import Outcome
-
+from .anti_flat import CONDITIONS, UNIT, Outcome
 
 # ------------------------------------------------------------------------------------------ tables
 
@@ -101,8 +94,6 @@ def _window_ratio(a: Outcome, b: Outcome, metric: str, lo: int, hi: int):
 
 
 def _c3_seed(outcomes, seed, *, unplug_at):
-    from .anti_flat import CONDITIONS
-
     get = {c: outcomes.get(c, {}).get(seed) for c in CONDITIONS}
     base, reg, unp = get["baseline"], get["reg"], get["unplug"]
     for name, o in (("baseline", base), ("reg", reg), ("unplug", unp)):
@@ -166,8 +157,6 @@ def c3_anti_flatness_delays_generalization(outcomes, *, task: str, unplug_at: in
     all three hold in every seed. The ablations are reported with it: `bump_only` (the schedule without
     any penalty) and `reg_bump` (the schedule with the penalty kept on, SPEC D13); if reg_bump recovers
     as well, the recovery does not need the unplug and the verdict says so."""
-    from .anti_flat import UNIT
-
     unit = UNIT[task]
     per_seed = [_c3_seed(outcomes, s, unplug_at=unplug_at) for s in outcomes.get("baseline", {})]
     ok = [r for r in per_seed if r["evaluable"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import anti_flat
+from . import anti_flat, anti_flat_tables
 from . import config as C
 from .paper_scale import ARCHS, PAPER_SETTINGS, resolve, run_conditions
 
@@ -68,7 +68,7 @@ def run_architecture(
 def c3(outcomes, *, arch: str, unplug_at: int) -> dict:
     """Claim C3 for one architecture: anti_flat's C3 function and thresholds, named C3/<task>/<arch>."""
     task = task_of(arch)
-    r = anti_flat.c3_anti_flatness_delays_generalization(outcomes, task="digits", unplug_at=unplug_at)
+    r = anti_flat_tables.c3_anti_flatness_delays_generalization(outcomes, task="digits", unplug_at=unplug_at)
     return {**r, "claim": f"C3/{task}/{arch}", "task": task, "arch": arch}
 
 
@@ -113,7 +113,7 @@ def summary_table(results: dict) -> list[dict]:
 
     rows = []
     for arch, (outcomes, unplug_at, res) in results.items():
-        table = anti_flat.condition_table(outcomes, unplug_at=unplug_at)
+        table = anti_flat_tables.condition_table(outcomes, unplug_at=unplug_at)
         by = {c: [r for r in table if r["condition"] == c] for c in CONDITIONS}
         rows.append(
             {

@@ -15,8 +15,8 @@ from .predictors import c5_which_quantity_predicts  # noqa: F401  C5 (issue 10):
 from .theory import c4_neural_collapse_leads_to_flatness  # noqa: F401  C4 (SPEC §1.4, §6): from theory.sweep rows
 
 # Claims computed by the experiment modules (imported lazily to keep this module light):
-#   C2  collapse.c2_collapse_not_necessary             notebook 03 (id 'C2' for digits, 'C2/<task>' otherwise)
-#   C3  anti_flat.c3_anti_flatness_delays_generalization notebooks 02 and 04 (per task / architecture)
+#   C2  collapse_tables.c2_collapse_not_necessary             notebook 03 (id 'C2' for digits, 'C2/<task>' otherwise)
+#   C3  anti_flat_tables.c3_anti_flatness_delays_generalization notebooks 02 and 04 (per task / architecture)
 
 
 def c1_flatness_tracks_generalization(metrics) -> dict:

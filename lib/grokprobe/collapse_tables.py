@@ -1,41 +1,22 @@
 """Final values, tables, the choice of lam and claim C2 of the collapse control (notebook 03).
 
-Kept apart from collapse.py, which trains and loads the runs: everything here only reads finished
-Outcomes and sweep rows, so it is tested on synthetic metrics without training. collapse.py
-re-exports these names.
-
-"Final" values are the mean over the logged points in the last `TAIL` share of training: on digits
-the last 5 of 40 epochs (one validation sample is 0.2 points of accuracy, and a single epoch's value
-would mostly measure that noise); on the log-spaced grokking schedule only the last point or two, so
-that a seed which groks late is not averaged with its pre-grokking past.
+Kept apart from collapse.py, which trains and loads the runs (and defines `final`, which its lambda
+sweep needs too): everything here only reads finished Outcomes and sweep rows, so it is tested on
+synthetic metrics without training. It imports collapse, never the other way round.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
+from .collapse import DIRECTIONS, LAMBDAS, TAIL, TUNED_BY_SWEEP, directions, final
 
-# collapse imports this module at its end to re-export it, so the names taken from collapse are
-# imported inside the functions that use them: at module level the import would fail whenever
-# this module is imported before collapse.
-
-TAIL = 0.1  # share of training whose logged points make up "final"
 FACTOR = 2.0  # NCC must move at least this much (either way) to count as moved
 # Points of final train accuracy a regularised run may lose against the baseline and still count
 # as trained: beyond that the penalty broke the optimisation, which says nothing about generalization.
 MAX_TRAIN_DROP = 5.0
 
 # ----------------------------------------------------------------------------- final values, tables
-
-
-def final(metrics, name, split="train", seed=None, *, tail=TAIL):
-    """Mean of the values logged in the last `tail` share of training (steps >= (1 - tail) * last):
-    one number per seed (seed=None: an array over seeds)."""
-    if seed is None:
-        return np.array([final(metrics, name, split, s, tail=tail) for s in metrics.seeds])
-    steps, v = metrics.series(name, split, seed)
-    return float(np.mean(v[steps >= (1 - tail) * steps[-1]]))
 
 
 def _rectangular(rows: list[dict]) -> list[dict]:
@@ -129,8 +110,6 @@ def choose_lambda(rows, *, direction, factor=FACTOR, max_train_drop=MAX_TRAIN_DR
 def chosen_lams(*, task, sweep_rows=None, lam=None, direction="both") -> dict:
     """{direction: {'lam', 'why'}}: `lam` if given; else, on a stand-in task, the sweep's pick;
     else the table (LAMBDAS: the paper's 1e-3 on CIFAR)."""
-    from .collapse import LAMBDAS, TUNED_BY_SWEEP, directions
-
     out = {}
     for d in directions(direction):
         if lam is not None:
@@ -159,8 +138,6 @@ def c2_collapse_not_necessary(
     the claim is not reproduced); inconclusive: 'NCC did not move', 'diverged' (a non-finite loss)
     or 'training failed' (a seed ends more than MAX_TRAIN_DROP points of train accuracy below the
     baseline: the penalty broke the optimisation, so its validation accuracy tests nothing)."""
-    from .collapse import DIRECTIONS
-
     tol = acc_tol if acc_tol is not None else (2.0 if profile == "paper" else 3.0)
     base = outcomes["baseline"]
     if base.metrics is None:

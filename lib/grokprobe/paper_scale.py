@@ -9,7 +9,7 @@ same library pieces as notebook 02's (regularizers, anti_flat.condition_params).
 are averages over each epoch's training passes, taken before each step's update, as the authors
 logged them (SPEC D17); validation metrics come from a pass over the validation set after every
 epoch. Each (condition, seed) is one stored run under results/arch_paper/<config hash>/; the outcomes
-are anti_flat.Outcome, so anti_flat.condition_table and the C3 function read them like digits runs.
+are anti_flat.Outcome, so anti_flat_tables.condition_table and the C3 function read them like digits runs.
 
 Every `checkpoint_every` epochs the run folder gets metrics.csv and checkpoint.pt (model, optimizer,
 shuffling generator, torch RNG, rows so far), written atomically; run_one goes through the store

@@ -12,7 +12,8 @@ from matplotlib.ticker import FuncFormatter
 
 from . import metrics as M
 from .analysis import mean_band
-from .collapse import FACTOR, final
+from .collapse import final
+from .collapse_tables import FACTOR
 from .plotting import use_style
 
 COND_COLORS = {"baseline": "#2c3e50", "prevent": "#d35400", "encourage": "#2980b9"}
