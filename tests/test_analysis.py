@@ -73,3 +73,14 @@ def test_claims_are_merged_into_one_file(tmp_path):
     claims.record({"claim": "C1", "statement": "s", "verdict": "reproduced"}, profile="quick", path=path)
     claims.record({"claim": "C1", "statement": "s", "verdict": "not reproduced"}, profile="paper", path=path)
     assert set(__import__("json").loads(path.read_text())) == {"C1/quick", "C1/paper"}
+
+
+def test_only_a_profiles_default_run_records_a_claim(tmp_path):
+    path = tmp_path / "claims.json"
+    claim = {"claim": "C1", "statement": "s", "verdict": "reproduced"}
+    assert claims.record(claim, profile="quick", path=path)["verdict"] == "reproduced"
+    side = {**claim, "verdict": "not reproduced"}
+    assert claims.record(side, profile="quick", path=path, overrides={"precision": "bfloat16"}) is None
+    assert claims.record(side, profile="smoke", path=path) is None
+    stored = __import__("json").loads(path.read_text())
+    assert set(stored) == {"C1/quick"} and stored["C1/quick"]["verdict"] == "reproduced"

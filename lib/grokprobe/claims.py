@@ -81,8 +81,14 @@ def per_seed_table(result: dict, columns=C1_COLUMNS) -> str:
     return analysis.format_table([{c: r.get(c) for c in columns} for r in result["per_seed"]])
 
 
-def record(result: dict, *, profile: str, run_path=None, path=None) -> dict:
-    """Merge one claim result into results/claims.json (atomically, under the store's lock)."""
+def record(result: dict, *, profile: str, run_path=None, path=None, overrides=None) -> dict | None:
+    """Merge one claim result into results/claims.json (atomically, under the store's lock).
+
+    Only a profile's default run speaks for a claim: in the smoke profile, or with `overrides` (the
+    parameters a notebook run set away from the profile, e.g. `-p seed 3` or `-p precision
+    bfloat16`), nothing is written and None is returned, so a side run never replaces the verdict."""
+    if profile == "smoke" or overrides:
+        return None
     path = path or paths.RESULTS / "claims.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with store.locked(path.parent / ".claims"):
